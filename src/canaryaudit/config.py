@@ -1,0 +1,331 @@
+"""params.yaml: frozen, validated settings, one section per stage.
+
+Every error names the dotted key at fault and what is allowed, e.g.
+``canaries.insertions[2]: Input should be greater than 0 (got -4)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from canaryaudit.canaries import CanaryFormat, CanaryPlan, check_space, parse_format
+from canaryaudit.errors import ParamsError
+from canaryaudit.pii.detectors import DETECTORS
+from canaryaudit.pii.spans import PII_TYPES
+
+
+class Section(BaseModel):
+    """Base of every params section: immutable, no unknown keys, no silent type coercion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+# ---------------------------------------------------------------- data (prepare stage)
+
+_SOURCE_RE = re.compile(r"^(builtin:emails|file:.+|hf:[^:\s]+(:[^:\s]+)?)$")
+
+
+class BuiltinCorpusParams(Section):
+    target_bytes: int = Field(500_000, ge=10_000, le=200_000_000)  # UTF-8 bytes of generated email
+    emails_per_person_min: int = Field(3, ge=1, le=100)
+    emails_per_person_max: int = Field(8, ge=1, le=100)
+    reply_probability: float = Field(0.3, ge=0.0, le=1.0)  # chance a message quotes the one it answers
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> BuiltinCorpusParams:
+        if self.emails_per_person_min > self.emails_per_person_max:
+            raise ValueError("emails_per_person_min must be <= emails_per_person_max")
+        return self
+
+
+class FileSourceParams(Section):
+    text_field: str = Field("text", min_length=1)  # JSONL key or CSV column holding the text
+    id_field: str | None = None  # optional JSONL key / CSV column with a document id
+    author_field: str | None = None  # optional key / column with the author
+    txt_unit: Literal["block", "file"] = "block"  # .txt: one document per blank-line block, or per file
+
+
+class HfSourceParams(Section):
+    split: str = Field("train", min_length=1)
+    text_field: str = Field("text", min_length=1)
+
+
+class SplitParams(Section):
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitParams:
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must be < 1 so training data remains")
+        return self
+
+
+class DataParams(Section):
+    source: str = "builtin:emails"
+    seed: int = Field(1234, ge=0)
+    max_documents: int | None = Field(None, ge=1)  # cap after loading (None = all)
+    min_chars: int = Field(1, ge=1)  # documents shorter than this (stripped) are skipped
+    builtin: BuiltinCorpusParams = BuiltinCorpusParams()
+    file: FileSourceParams = FileSourceParams()
+    hf: HfSourceParams = HfSourceParams()
+    split: SplitParams = SplitParams()
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if not _SOURCE_RE.match(value):
+            raise ValueError("must be 'builtin:emails', 'file:PATH' or 'hf:NAME[:CONFIG]'")
+        return value
+
+
+# ---------------------------------------------------------------- sanitize
+
+Action = Literal["mask", "drop", "keep"]
+
+
+class EntropyParams(Section):
+    min_length: int = Field(20, ge=8, le=4096)  # characters in a generic secret token
+    min_bits_per_char: float = Field(3.5, gt=0.0, le=8.0)  # Shannon entropy threshold, bits/char
+
+
+class SanitizeParams(Section):
+    # No seed: sanitization is deterministic.
+    enabled: bool = True
+    detectors: tuple[str, ...] = tuple(t for t in PII_TYPES if t in DETECTORS)
+    default_action: Action = "mask"
+    actions: dict[str, Action] = Field(default_factory=dict)  # per PII type, overrides default_action
+    entropy: EntropyParams = EntropyParams()
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTORS.names())}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a detector twice")
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in DETECTORS:
+                raise ValueError(f"unknown PII type {name!r}; known: {', '.join(DETECTORS.names())}")
+        return value
+
+    def action_for(self, pii_type: str) -> Action:
+        return self.actions.get(pii_type, self.default_action)
+
+
+# ---------------------------------------------------------------- canaries
+
+
+class CanaryFormatParams(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    # Literal text with holes: {ALPHABET} is one draw from that alphabet, {ALPHABET}xN is N draws.
+    template: str = Field(min_length=1)
+
+
+class AuditCanaryParams(Section):
+    count: int = Field(64, ge=0, le=100_000)  # audit canaries; each included with probability 1/2
+    insertions: int = Field(1, ge=1, le=10_000)  # copies of an included audit canary
+    format: str = Field("number", min_length=1)  # a name from canaries.formats
+
+
+class CanaryParams(Section):
+    seed: int = Field(42, ge=0)
+    alphabets: dict[str, str | tuple[str, ...]] = Field(
+        default_factory=lambda: {"d": "0123456789"}
+    )  # a string: one character per draw; a list: one word per draw
+    formats: tuple[CanaryFormatParams, ...] = Field(
+        default_factory=lambda: (
+            CanaryFormatParams(name="ssn", template="my social security number is {d}x3-{d}x2-{d}x4"),
+            CanaryFormatParams(name="number", template="the random number is {d}x9"),
+        ),
+        min_length=1,
+    )
+    insertions: tuple[int, ...] = Field((1, 4, 16, 64), min_length=1)  # copies per canary
+    per_count: int = Field(2, ge=1, le=10_000)  # canaries per insertion count and format
+    audit: AuditCanaryParams = AuditCanaryParams()
+
+    @field_validator("alphabets")
+    @classmethod
+    def _alphabets_usable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, symbols in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"alphabet name {name!r} must be an identifier")
+            items = list(symbols)
+            if len(items) < 2:
+                raise ValueError(f"alphabet {name!r} needs at least 2 symbols")
+            if len(set(items)) != len(items):
+                raise ValueError(f"alphabet {name!r} repeats a symbol")
+            if any(not s or "\n" in s for s in items):
+                raise ValueError(f"alphabet {name!r} has an empty or multi-line symbol")
+        return value
+
+    @field_validator("insertions")
+    @classmethod
+    def _positive_unique(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(v < 1 for v in value):
+            raise ValueError("every insertion count must be >= 1")
+        if len(set(value)) != len(value):
+            raise ValueError("insertion counts must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _formats_consistent(self) -> CanaryParams:
+        names = [f.name for f in self.formats]
+        if len(set(names)) != len(names):
+            raise ValueError("formats: two formats share a name")
+        if self.audit.count and self.audit.format not in names:
+            raise ValueError(f"audit.format {self.audit.format!r} is not among formats ({', '.join(names)})")
+        for i, spec in enumerate(self.formats):
+            try:
+                check_space(parse_format(spec.name, spec.template, self.alphabets), self.plan_for(spec.name))
+            except ValueError as exc:
+                raise ValueError(f"formats[{i}].template: {exc}") from None
+        return self
+
+    def parsed_formats(self) -> list[CanaryFormat]:
+        return [parse_format(f.name, f.template, self.alphabets) for f in self.formats]
+
+    def plan_for(self, format_name: str) -> CanaryPlan:
+        audit = self.audit.count if format_name == self.audit.format else 0
+        return CanaryPlan(self.insertions, self.per_count, audit, self.audit.insertions)
+
+
+# ---------------------------------------------------------------- the file
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    sanitize: SanitizeParams = SanitizeParams()
+    canaries: CanaryParams = CanaryParams()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str] | None:
+    """Field names of the section at ``loc`` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return sorted(current.model_fields)
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        nested = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = nested[0] if nested else annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], origin: str) -> str:
+    lines = [f"{origin}: invalid params:"]
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = _dotted(loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1]) or []
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        elif error["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            got = "" if isinstance(given, dict) else f" (got {given!r})"
+            lines.append(f"  {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: Any, origin: str = "params") -> Params:
+    """Validate an already-parsed mapping into :class:`Params`."""
+    if raw is None:
+        raise ParamsError(f"{origin}: the file is empty")
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{origin}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        # Through JSON: strict mode then accepts YAML lists for tuples and ints for floats,
+        # but still rejects "3" for an int or "yes" for a bool.
+        return Params.model_validate_json(json.dumps(dict(raw), default=str))
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, Params, origin)) from None
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=YAML value`` override (like ``dvc exp run -S``) in place."""
+    if "=" not in assignment:
+        raise ParamsError(f"override {assignment!r}: expected KEY=VALUE")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    node: dict[str, Any] = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"override {assignment!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
+    """Read, override and validate params; every error names the file and dotted key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{p}: params file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{p}: not valid UTF-8 (offset {exc.start})") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParamsError(f"{where}: invalid YAML: {problem}") from None
+    if overrides:
+        raw = dict(raw or {})
+        for assignment in overrides:
+            apply_override(raw, assignment)
+    return parse_params(raw, origin=str(p))

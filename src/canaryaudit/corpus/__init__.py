@@ -1,0 +1,1 @@
+"""Corpora: the builtin synthetic email corpus."""

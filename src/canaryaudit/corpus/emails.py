@@ -1,0 +1,448 @@
+"""A deterministic synthetic email corpus with planted, recorded PII.
+
+Each invented person has a name, personal and work addresses, a phone, an SSN,
+a payment card, a street address, an IP, an IBAN and an API key. A person
+writes a handful of emails on topics (payments, payroll, IT tickets, ...) that
+reuse their details, and their signature repeats their phone on every message,
+so the corpus holds rare, repeated secrets as the Enron study found. Replies
+quote the message they answer. The generator records where it put every PII
+item (type and character span): the ground truth for the sanitizer's
+precision and recall.
+
+Look-alikes that are *not* PII are planted on purpose (16-digit order numbers
+failing Luhn, SSN-shaped references with an invalid area, firmware versions
+with four dotted parts, commit hashes, UUIDs) so precision is measured, not
+assumed.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from canaryaudit.corpus import vocab
+from canaryaudit.pii import validators
+from canaryaudit.pii.spans import PiiSpan
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    first: str
+    last: str
+    work_email: str
+    personal_email: str
+    company: str
+    title: str
+    phone: str
+    ssn: str
+    card: str
+    address: str
+    ipv4: str
+    ipv6: str
+    iban: str
+    api_key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.first} {self.last}"
+
+
+@dataclass(frozen=True)
+class GeneratedDocument:
+    doc_id: str
+    text: str
+    author: str
+    pii: tuple[PiiSpan, ...]
+
+
+@dataclass
+class _TextBuilder:
+    """Appends text while recording the span of every PII value it is given."""
+
+    parts: list[str] = field(default_factory=list)
+    spans: list[PiiSpan] = field(default_factory=list)
+    length: int = 0
+
+    def text(self, value: str) -> None:
+        self.parts.append(value)
+        self.length += len(value)
+
+    def pii(self, pii_type: str, value: str) -> None:
+        self.spans.append(PiiSpan(pii_type, self.length, self.length + len(value)))
+        self.text(value)
+
+    def fill(self, template: str, fields: dict[str, str | tuple[str, str]]) -> None:
+        """Render ``template``: a field whose value is ``(type, value)`` is recorded as PII."""
+        for literal, name, _spec, _conv in string.Formatter().parse(template):
+            if literal:
+                self.text(literal)
+            if name is None:
+                continue
+            value = fields[name]
+            if isinstance(value, tuple):
+                self.pii(value[0], value[1])
+            else:
+                self.text(value)
+
+    def build(self) -> tuple[str, tuple[PiiSpan, ...]]:
+        return "".join(self.parts), tuple(self.spans)
+
+
+# ---------------------------------------------------------------- identifiers
+
+
+def _phone(rng: random.Random) -> str:
+    while True:
+        digits = f"{rng.randint(200, 989)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
+        if validators.nanp_valid(digits):
+            break
+    a, b, c = digits[:3], digits[3:6], digits[6:]
+    style = rng.randrange(5)
+    return [f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1-{a}-{b}-{c}"][style]
+
+
+def _ssn(rng: random.Random) -> str:
+    while True:
+        area, group, serial = rng.randint(1, 899), rng.randint(1, 99), rng.randint(1, 9999)
+        if area != 666:
+            return f"{area:03d}-{group:02d}-{serial:04d}"
+
+
+def _card(rng: random.Random) -> str:
+    brand = rng.choice(["visa", "visa", "mastercard", "amex", "discover"])
+    if brand == "visa":
+        partial = "4" + "".join(rng.choice(string.digits) for _ in range(14))
+    elif brand == "mastercard":
+        partial = str(rng.randint(51, 55)) + "".join(rng.choice(string.digits) for _ in range(13))
+    elif brand == "amex":
+        partial = rng.choice(["34", "37"]) + "".join(rng.choice(string.digits) for _ in range(12))
+    else:
+        partial = "6011" + "".join(rng.choice(string.digits) for _ in range(11))
+    number = partial + validators.luhn_check_digit(partial)
+    if brand == "amex":
+        groups = [number[:4], number[4:10], number[10:]]
+    else:
+        groups = [number[i : i + 4] for i in range(0, 16, 4)]
+    sep = rng.choice([" ", "-", ""])
+    return sep.join(groups)
+
+
+def _street_address(rng: random.Random, full: bool) -> str:
+    street = f"{rng.randint(1, 9899)} {rng.choice(vocab.STREET_PREFIXES)}{rng.choice(vocab.STREET_NAMES)} {rng.choice(vocab.STREET_SUFFIXES)}"
+    if rng.random() < 0.25:
+        street += f", {rng.choice(['Apt', 'Suite', 'Unit'])} {rng.randint(1, 1200)}"
+    if not full:
+        return street
+    city, state, zip3 = rng.choice(vocab.CITIES)
+    return f"{street}, {city}, {state} {zip3}{rng.randint(0, 99):02d}"
+
+
+def _ipv4(rng: random.Random) -> str:
+    first = rng.choice([rng.randint(11, 126), rng.randint(128, 171), rng.randint(173, 191), rng.randint(193, 223)])
+    return f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+
+
+def _ipv6(rng: random.Random) -> str:
+    groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(6)]
+    return "2001:db8:" + ":".join(groups)
+
+
+def _iban(rng: random.Random) -> str:
+    country = rng.choice(["DE", "GB", "FR", "NL", "ES", "IT"])
+    length = validators.IBAN_LENGTHS[country]
+    if country == "GB":
+        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
+        bban += "".join(rng.choice(string.digits) for _ in range(length - 8))
+    elif country == "NL":
+        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
+        bban += "".join(rng.choice(string.digits) for _ in range(length - 8))
+    else:
+        bban = "".join(rng.choice(string.digits) for _ in range(length - 4))
+    compact = country + validators.iban_check_digits(country, bban) + bban
+    if rng.random() < 0.5:
+        return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    return compact
+
+
+_KEY_ALPHABET = string.ascii_letters + string.digits
+
+
+def _api_key(rng: random.Random) -> str:
+    def run(n: int, alphabet: str = _KEY_ALPHABET) -> str:
+        while True:
+            token = "".join(rng.choice(alphabet) for _ in range(n))
+            # every class present, so a generic key really is "high-entropy mixed" text
+            if alphabet != _KEY_ALPHABET or (
+                any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)
+            ):
+                return token
+
+    style = rng.randrange(5)
+    if style == 0:
+        return "sk_live_" + run(24)
+    if style == 1:
+        return "AKIA" + run(16, string.ascii_uppercase + string.digits)
+    if style == 2:
+        return "ghp_" + run(36)
+    if style == 3:
+        return "xoxb-" + "-".join(str(rng.randint(10**11, 10**12 - 1)) for _ in range(2)) + "-" + run(24)
+    return run(32)
+
+
+def _email_local(rng: random.Random, first: str, last: str) -> str:
+    f, l = first.lower(), last.lower()
+    return rng.choice([f"{f}.{l}", f"{f[0]}{l}", f"{f}{l[0]}", f"{f}_{l}", f"{f}.{l}{rng.randint(1, 99)}"])
+
+
+def make_person(rng: random.Random, index: int) -> Person:
+    first, last = rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.LAST_NAMES)
+    company, domain = rng.choice(vocab.COMPANIES)
+    return Person(
+        person_id=f"person-{index:05d}",
+        first=first,
+        last=last,
+        work_email=f"{_email_local(rng, first, last)}@{domain}",
+        personal_email=f"{_email_local(rng, first, last)}{rng.randint(1, 999)}@{rng.choice(vocab.FREE_MAIL)}",
+        company=company,
+        title=rng.choice(vocab.TITLES),
+        phone=_phone(rng),
+        ssn=_ssn(rng),
+        card=_card(rng),
+        address=_street_address(rng, full=True),
+        ipv4=_ipv4(rng),
+        ipv6=_ipv6(rng),
+        iban=_iban(rng),
+        api_key=_api_key(rng),
+    )
+
+
+# ---------------------------------------------------------------- look-alikes (not PII)
+
+
+def _order_number(rng: random.Random) -> str:
+    """16 digits starting like a Visa card but failing Luhn: a card look-alike."""
+    partial = "4" + "".join(rng.choice(string.digits) for _ in range(14))
+    good = validators.luhn_check_digit(partial)
+    bad = str((int(good) + rng.randint(1, 9)) % 10)
+    return partial + bad
+
+
+def _ssn_lookalike(rng: random.Random) -> str:
+    return f"{rng.randint(900, 999)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}"
+
+
+def _firmware(rng: random.Random) -> str:
+    return f"{rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}.{rng.randint(256, 9999)}"
+
+
+def _commit(rng: random.Random) -> str:
+    return "".join(rng.choice("0123456789abcdef") for _ in range(40))
+
+
+def _uuid(rng: random.Random) -> str:
+    h = "".join(rng.choice("0123456789abcdef") for _ in range(32))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# ---------------------------------------------------------------- message bodies
+
+# Topic bodies: fields in {} are filled per message; ("type", value) fields are PII.
+_TOPIC_LINES: dict[str, list[str]] = {
+    "meeting": [
+        "Can you call me at {phone} when you are free {weekday}?",
+        "My cell is {phone} if the conference bridge acts up again.",
+        "Let's meet at {time} on {weekday} to go over the {project}.",
+        "If I'm not at my desk, try {phone} and leave a message.",
+    ],
+    "payment": [
+        "Please charge the {product} to my card {card}, expiry {exp}.",
+        "The card on file is {card}; the billing address is {address}.",
+        "Your order number is {order} and it should ship {weekday}.",
+        "I was charged twice for order {order}, can you check?",
+    ],
+    "hr": [
+        "For the payroll form, my SSN is {ssn}.",
+        "Here is the info for the benefits enrollment: SSN {ssn}, home address {address}.",
+        "The employee reference on the letter is {ssn_like}, not my SSN.",
+        "Please update my mailing address to {address} before the next pay period.",
+        "You can reach me at {personal_email} while I'm on leave.",
+    ],
+    "it": [
+        "The {project} server at {ipv4} stopped responding around {time}.",
+        "My laptop shows the address {ipv4} on the VPN, and {ipv6} on the office network.",
+        "Here is the API key for the staging service: {api_key}",
+        "Rotate the key {api_key} once the {project} cutover is done.",
+        "The controller is still on firmware {firmware}; the fix landed in commit {commit}.",
+        "Ticket {uuid} is tracking the outage.",
+    ],
+    "shipping": [
+        "Please ship the {product} to {address}.",
+        "My new address is {address}, effective {weekday}.",
+        "The courier will call {phone} before delivery.",
+    ],
+    "wire": [
+        "Please wire the refund to IBAN {iban}.",
+        "Our bank details for the {project} invoice: IBAN {iban}, reference INV-{year}-{inv}.",
+        "The transfer to {iban} should clear by {weekday}.",
+    ],
+}
+
+_TOPICS = ["chatter", "chatter", "meeting", "payment", "hr", "it", "shipping", "wire"]
+
+
+def _common_fields(rng: random.Random, author: Person, other: Person) -> dict[str, str | tuple[str, str]]:
+    return {
+        "project": rng.choice(vocab.PROJECTS),
+        "product": rng.choice(vocab.PRODUCTS),
+        "dept": rng.choice(vocab.DEPARTMENTS),
+        "weekday": rng.choice(vocab.WEEKDAYS),
+        "time": rng.choice(vocab.TIMES),
+        "pct": str(rng.randint(2, 40)),
+        "room": f"{rng.randint(1, 40)}{rng.choice('ABC')}{rng.randint(10, 99)}",
+        "year": str(rng.randint(1999, 2003)),
+        "inv": f"{rng.randint(1, 99999):05d}",
+        "exp": f"{rng.randint(1, 12):02d}/{rng.randint(24, 31)}",
+        "other": ("person_name", other.first),
+        "phone": ("phone", author.phone),
+        "card": ("credit_card", author.card),
+        "address": ("street_address", author.address),
+        "ssn": ("ssn", author.ssn),
+        "personal_email": ("email", author.personal_email),
+        "ipv4": ("ipv4", author.ipv4),
+        "ipv6": ("ipv6", author.ipv6),
+        "api_key": ("api_key", author.api_key),
+        "iban": ("iban", author.iban),
+        "order": _order_number(rng),
+        "ssn_like": _ssn_lookalike(rng),
+        "firmware": _firmware(rng),
+        "commit": _commit(rng),
+        "uuid": _uuid(rng),
+    }
+
+
+def _date_header(rng: random.Random) -> str:
+    day = rng.randint(1, 28)
+    return (
+        f"{rng.choice(['Mon', 'Tue', 'Wed', 'Thu', 'Fri'])}, {day} {rng.choice(vocab.MONTHS)} "
+        f"{rng.randint(1999, 2003)} {rng.randint(7, 19):02d}:{rng.randint(0, 59):02d}:00 -0{rng.choice([5, 6, 7, 8])}00"
+    )
+
+
+def _write_headers(b: _TextBuilder, rng: random.Random, author: Person, other: Person, subject: str) -> None:
+    b.text("From: ")
+    b.pii("person_name", author.name)
+    b.text(" <")
+    b.pii("email", author.work_email)
+    b.text(">\nTo: ")
+    b.pii("person_name", other.name)
+    b.text(" <")
+    b.pii("email", other.work_email)
+    b.text(f">\nDate: {_date_header(rng)}\nSubject: {subject}\n\n")
+
+
+def _write_signature(b: _TextBuilder, rng: random.Random, author: Person) -> None:
+    b.text(f"\n\n{rng.choice(vocab.SIGNOFFS)}\n")
+    b.pii("person_name", author.first)
+    b.text("\n\n--\n")
+    b.pii("person_name", author.name)
+    b.text(f"\n{author.title}, {author.company}\nPhone: ")
+    b.pii("phone", author.phone)
+    if rng.random() < 0.3:
+        b.text("\n")
+        b.pii("street_address", author.address)
+    b.text("\n")
+
+
+def write_email(
+    rng: random.Random,
+    author: Person,
+    other: Person,
+    quoted: tuple[str, tuple[PiiSpan, ...]] | None = None,
+) -> tuple[str, tuple[PiiSpan, ...]]:
+    """One email from ``author`` to ``other``; ``quoted`` (text and its PII spans) is appended as a reply quote."""
+    topic = rng.choice(_TOPICS)
+    fields = _common_fields(rng, author, other)
+    plain = {k: v for k, v in fields.items() if isinstance(v, str)}
+    subject = rng.choice(vocab.TOPIC_SUBJECTS[topic]).format(**plain)
+    if quoted is not None and not subject.startswith("RE:"):
+        subject = "RE: " + subject
+    b = _TextBuilder()
+    _write_headers(b, rng, author, other, subject)
+    b.fill(rng.choice(vocab.GREETINGS), {"first": ("person_name", other.first)})
+    b.text("\n\n")
+    lines = list(vocab.CHATTER) if topic == "chatter" else list(_TOPIC_LINES[topic])
+    count = rng.randint(2, 5) if topic == "chatter" else rng.randint(2, 4)
+    chosen = rng.sample(lines, min(count, len(lines)))
+    if topic != "chatter" and rng.random() < 0.6:
+        chosen.append(rng.choice(vocab.CHATTER))
+    for i, line in enumerate(chosen):
+        if i:
+            b.text(" " if rng.random() < 0.6 else "\n\n")
+        b.fill(line, fields)
+    _write_signature(b, rng, author)
+    if quoted is not None:
+        b.text("\n-----Original Message-----\n")
+        base = b.length
+        quoted_text, quoted_spans = quoted
+        b.text(quoted_text)
+        b.spans.extend(PiiSpan(s.type, s.start + base, s.end + base) for s in quoted_spans)
+    return b.build()
+
+
+def quote_message(text: str, spans: tuple[PiiSpan, ...]) -> tuple[str, tuple[PiiSpan, ...]]:
+    """Prefix every line of ``text`` with '> ' and shift its PII spans to match.
+
+    Spans never cross a newline (PII values are single-line), so each span moves
+    by 2 characters per line up to and including its own.
+    """
+    lines = text.split("\n")
+    out_spans: list[PiiSpan] = []
+    src = 0
+    for number, line in enumerate(lines):
+        shift = 2 * (number + 1)
+        for span in spans:
+            if src <= span.start and span.end <= src + len(line):
+                out_spans.append(PiiSpan(span.type, span.start + shift, span.end + shift))
+        src += len(line) + 1
+    quoted = "".join(f"> {line}\n" for line in lines)
+    return quoted, tuple(out_spans)
+
+
+def generate_emails(
+    seed: int,
+    target_bytes: int,
+    emails_per_person: tuple[int, int] = (3, 8),
+    reply_probability: float = 0.3,
+) -> Iterator[GeneratedDocument]:
+    """Yield emails until their UTF-8 size reaches ``target_bytes``; same seed, same corpus.
+
+    Each new person writes between ``emails_per_person`` messages (inclusive),
+    to earlier people; with ``reply_probability`` a message quotes the last
+    message its recipient wrote.
+    """
+    rng = random.Random(seed)
+    people: list[Person] = []
+    last_message: dict[str, tuple[str, tuple[PiiSpan, ...]]] = {}
+    produced = 0
+    index = 0
+    while produced < target_bytes:
+        author = make_person(rng, len(people))
+        people.append(author)
+        if len(people) < 2:
+            continue
+        for _ in range(rng.randint(*emails_per_person)):
+            other = rng.choice(people[:-1])
+            quoted = None
+            previous = last_message.get(other.person_id)
+            if previous is not None and rng.random() < reply_probability:
+                quoted = quote_message(*previous)
+            text, spans = write_email(rng, author, other, quoted)
+            last_message[author.person_id] = (text, spans)
+            index += 1
+            produced += len(text.encode("utf-8"))
+            yield GeneratedDocument(f"email-{index:06d}", text, author.person_id, spans)
+            if produced >= target_bytes:
+                return

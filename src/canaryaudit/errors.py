@@ -1,0 +1,25 @@
+"""Errors a user can act on. Each message names the file, line or params key at fault."""
+
+from __future__ import annotations
+
+
+class CanaryAuditError(Exception):
+    """Base class: an error with a message meant for the user, not a traceback."""
+
+
+class ParamsError(CanaryAuditError):
+    """params.yaml (or an override) is invalid; the message names each dotted key at fault."""
+
+
+class DataError(CanaryAuditError):
+    """Input data is missing, empty, corrupt or wrongly encoded; the message names file and line."""
+
+    def __init__(self, path: object, message: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path = str(path)
+        self.line = line
+
+
+class RegistryError(CanaryAuditError):
+    """An unknown name was asked of a registry; the message lists the known ones."""

@@ -1,0 +1,135 @@
+"""Atomic file output and strict JSONL/JSON input.
+
+Every output goes to a temporary file in the destination folder and is renamed
+over the target only when complete, so an interrupted stage never leaves a half
+file that DVC would cache. Every read error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from canaryaudit.errors import DataError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes only ('w' or 'wb'), not {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        if mode == "w":
+            handle: IO[Any] = open(fd, "w", encoding="utf-8", newline="\n")
+        else:
+            handle = open(fd, "wb")
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def dumps_line(record: Mapping[str, Any]) -> str:
+    """One JSONL line, deterministic: keys in insertion order, UTF-8 kept, no spaces."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> int:
+    """Write records atomically as JSON Lines; return how many were written."""
+    count = 0
+    with atomic_open(path) as handle:
+        for record in records:
+            handle.write(dumps_line(record))
+            count += 1
+    return count
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write one JSON document atomically, pretty-printed with sorted keys (stable diffs)."""
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
+
+
+def read_text_strict(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 text file; undecodable bytes or an empty file raise DataError with the line."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(p, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(p, "is a folder, expected a file") from None
+    if not raw.strip():
+        raise DataError(p, "file is empty")
+    return decode_utf8(raw, p)
+
+
+def decode_utf8(raw: bytes, path: str | os.PathLike[str]) -> str:
+    """Decode UTF-8 (a BOM is dropped); on failure name the line of the first bad byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            path,
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "re-encode the file as UTF-8",
+            line=line,
+        ) from None
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file.
+
+    Raises DataError naming the file and line for bad encoding, bad JSON, a
+    value that is not an object, or a file without any record.
+    """
+    p = Path(path)
+    text = read_text_strict(p)
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(p, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+        if not isinstance(obj, dict):
+            raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=number)
+        seen += 1
+        yield number, obj
+    if seen == 0:
+        raise DataError(p, "no records (file holds only blank lines)")
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records of a JSONL file (see :func:`iter_jsonl` for the errors)."""
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """One JSON document; errors name the file and line."""
+    p = Path(path)
+    text = read_text_strict(p)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(p, f"invalid JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None

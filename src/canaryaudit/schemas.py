@@ -1,0 +1,89 @@
+"""pandera schemas of every file passed between stages, checked on write and on read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+from canaryaudit.errors import DataError
+from canaryaudit.io import read_jsonl, write_jsonl
+from canaryaudit.pii.spans import PII_TYPES
+
+DOCUMENTS = pa.DataFrameSchema(
+    {
+        "doc_id": pa.Column(str, unique=True),
+        "text": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "author": pa.Column(str, nullable=True, required=False),
+    },
+    strict=True,
+    name="documents",
+)
+
+PII_TRUTH = pa.DataFrameSchema(
+    {
+        "doc_id": pa.Column(str),
+        "type": pa.Column(str, pa.Check.isin(PII_TYPES)),
+        "start": pa.Column(int, pa.Check.ge(0)),
+        "end": pa.Column(int, pa.Check.ge(1)),
+    },
+    checks=[pa.Check(lambda df: df["end"] > df["start"], error="end must exceed start")],
+    strict=True,
+    name="pii_truth",
+)
+
+CANARIES = pa.DataFrameSchema(
+    {
+        "canary_id": pa.Column(str, unique=True),
+        "format": pa.Column(str),
+        "text": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "prefix": pa.Column(str),
+        "randomness": pa.Column(object, pa.Check(lambda s: s.map(lambda v: isinstance(v, list) and len(v) > 0))),
+        "insertions": pa.Column(int, pa.Check.ge(0)),
+        "included": pa.Column(bool),
+        "audit": pa.Column(bool),
+    },
+    checks=[
+        pa.Check(lambda df: df["included"] == (df["insertions"] > 0), error="included iff insertions > 0"),
+        pa.Check(
+            lambda df: pd.Series([t.startswith(p) for t, p in zip(df["text"], df["prefix"])], index=df.index),
+            error="text must start with prefix",
+        ),
+    ],
+    strict=True,
+    name="canaries",
+)
+
+
+def validate_records(schema: pa.DataFrameSchema, records: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Check ``records`` against ``schema``; a failure names the file and the first bad row's line."""
+    if not records:
+        raise DataError(path, f"no {schema.name} records")
+    frame = pd.DataFrame.from_records(list(records))
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        row = cases["index"].dropna()
+        line = int(row.iloc[0]) + 1 if len(row) else None
+        first = cases.iloc[0]
+        raise DataError(
+            path,
+            f"does not match the {schema.name} schema: column {first['column']!r} fails {first['check']!r}"
+            f" ({len(cases)} failure(s))",
+            line=line,
+        ) from None
+
+
+def write_checked_jsonl(schema: pa.DataFrameSchema, path: str | os.PathLike[str], records: Sequence[dict[str, Any]]) -> None:
+    validate_records(schema, records, path)
+    write_jsonl(path, records)
+
+
+def read_checked_jsonl(schema: pa.DataFrameSchema, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    records = read_jsonl(path)
+    validate_records(schema, records, path)
+    return records

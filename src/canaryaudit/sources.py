@@ -1,0 +1,254 @@
+"""Corpus sources for the prepare stage: builtin:emails, file:PATH, hf:NAME[:CONFIG].
+
+Each loader returns documents (id, text, optional author); the builtin one also
+returns the ground-truth PII spans its generator planted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from canaryaudit.config import DataParams
+from canaryaudit.corpus.emails import generate_emails
+from canaryaudit.errors import CanaryAuditError, DataError, ParamsError
+from canaryaudit.io import iter_jsonl, read_text_strict
+from canaryaudit.pii.spans import PiiSpan
+
+FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    text: str
+    author: str | None = None
+
+    def record(self) -> dict[str, str | None]:
+        return {"doc_id": self.doc_id, "text": self.text, "author": self.author}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    documents: list[Document]
+    #: Ground-truth PII spans per doc_id, when the source knows them (builtin only).
+    truth: dict[str, tuple[PiiSpan, ...]] | None
+    description: str
+
+
+# ---------------------------------------------------------------- builtin
+
+
+def load_builtin(params: DataParams) -> Corpus:
+    b = params.builtin
+    documents: list[Document] = []
+    truth: dict[str, tuple[PiiSpan, ...]] = {}
+    generated = generate_emails(
+        seed=params.seed,
+        target_bytes=b.target_bytes,
+        emails_per_person=(b.emails_per_person_min, b.emails_per_person_max),
+        reply_probability=b.reply_probability,
+    )
+    with tqdm(total=b.target_bytes, unit="B", unit_scale=True, desc="generate emails", mininterval=1.0) as bar:
+        for doc in generated:
+            documents.append(Document(doc.doc_id, doc.text, doc.author))
+            truth[doc.doc_id] = doc.pii
+            bar.update(len(doc.text.encode("utf-8")))
+    return Corpus(documents, truth, f"builtin synthetic emails (seed {params.seed})")
+
+
+# ---------------------------------------------------------------- files
+
+def _txt_documents(path: Path, unit: str) -> Iterator[Document]:
+    """One document per file, or per block of lines separated by blank lines (id: stem:first line)."""
+    text = read_text_strict(path).replace("\r\n", "\n")
+    if unit == "file":
+        yield Document(path.stem, text.strip())
+        return
+    block: list[str] = []
+    start = 1
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            if not block:
+                start = number
+            block.append(line)
+        elif block:
+            yield Document(f"{path.stem}:{start}", "\n".join(block).strip())
+            block = []
+    if block:
+        yield Document(f"{path.stem}:{start}", "\n".join(block).strip())
+
+
+def _field(obj: dict[str, object], key: str | None, path: Path, line: int, required: bool) -> str | None:
+    if key is None:
+        return None
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataError(path, f"missing field {key!r} (set data.file.text_field / id_field to the right key)", line)
+        return None
+    value = obj[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not required:
+        return str(value)
+    if not isinstance(value, str):
+        raise DataError(path, f"field {key!r} must be a string, got {type(value).__name__}", line)
+    return value
+
+
+def _jsonl_documents(path: Path, params: DataParams) -> Iterator[Document]:
+    f = params.file
+    for line, obj in iter_jsonl(path):
+        text = _field(obj, f.text_field, path, line, required=True) or ""
+        doc_id = _field(obj, f.id_field, path, line, required=False) or f"{path.stem}:{line}"
+        yield Document(doc_id, text, _field(obj, f.author_field, path, line, required=False))
+
+
+def _csv_documents(path: Path, params: DataParams) -> Iterator[Document]:
+    f = params.file
+    text = read_text_strict(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    row_start = 1  # line where the row being read begins (a quoted field may span lines)
+    try:
+        header = reader.fieldnames or []
+        if f.text_field not in header:
+            raise DataError(path, f"no column {f.text_field!r} in header {header} (set data.file.text_field)", 1)
+        row_start = reader.line_num + 1
+        for row in reader:
+            if None in row:
+                raise DataError(path, f"row has {len(header) + len(row[None])} fields, header has {len(header)}", row_start)
+            doc_id = row.get(f.id_field) if f.id_field else None
+            author = row.get(f.author_field) if f.author_field else None
+            yield Document(doc_id or f"{path.stem}:{row_start}", row[f.text_field] or "", author or None)
+            row_start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(path, f"malformed CSV in the row starting here: {exc}", row_start) from None
+
+
+def _files_under(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.exists():
+        raise DataError(root, "data.source path does not exist")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+    if not files:
+        raise DataError(root, f"folder holds no {', '.join(FILE_SUFFIXES)} files")
+    return files
+
+
+def load_files(path: Path, params: DataParams) -> Corpus:
+    documents: list[Document] = []
+    for file in _files_under(path):
+        suffix = file.suffix.lower()
+        if suffix == ".txt":
+            docs: Iterator[Document] = _txt_documents(file, params.file.txt_unit)
+        elif suffix == ".jsonl":
+            docs = _jsonl_documents(file, params)
+        elif suffix == ".csv":
+            docs = _csv_documents(file, params)
+        else:
+            raise DataError(file, f"unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
+        found = list(docs)
+        if not any(d.text.strip() for d in found):
+            raise DataError(file, "holds no non-empty document")
+        documents.extend(found)
+    return Corpus(documents, None, f"files under {path}")
+
+
+# ---------------------------------------------------------------- Hugging Face datasets
+
+
+def load_hf(spec: str, params: DataParams) -> Corpus:
+    """Load ``NAME[:CONFIG]``: a local dataset folder, or a hub dataset when online."""
+    import datasets  # imported here: slow, and only this source needs it
+
+    name, _, config = spec.partition(":")
+    split = params.hf.split
+    local = Path(name)
+    try:
+        if local.exists() and ((local / "state.json").exists() or (local / "dataset_dict.json").exists()):
+            loaded = datasets.load_from_disk(str(local))
+            dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            dataset = datasets.load_dataset(str(local) if local.exists() else name, config or None, split=split)
+    except KeyError:
+        raise ParamsError(f"data.hf.split: split {split!r} not found in {name}") from None
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
+        raise CanaryAuditError(
+            f"data.source hf:{spec}: could not load ({type(exc).__name__}: {str(exc)[:300]}). "
+            "Hub datasets need network: set HF_HUB_OFFLINE=0 and HF_DATASETS_OFFLINE=0, or point at a local folder."
+        ) from None
+    field = params.hf.text_field
+    if field not in dataset.column_names:
+        raise ParamsError(f"data.hf.text_field: column {field!r} not in {dataset.column_names}")
+    documents = [
+        Document(f"{name.replace('/', '_')}:{i}", str(text)) for i, text in enumerate(dataset[field]) if text is not None
+    ]
+    return Corpus(documents, None, f"Hugging Face dataset {spec} (split {split})")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_corpus(params: DataParams, base_dir: Path) -> Corpus:
+    """Load ``data.source``, drop short documents, cap at ``data.max_documents``."""
+    kind, _, rest = params.source.partition(":")
+    if kind == "builtin":
+        corpus = load_builtin(params)
+    elif kind == "file":
+        path = Path(rest)
+        corpus = load_files(path if path.is_absolute() else base_dir / path, params)
+    else:
+        corpus = load_hf(rest, params)
+    docs = [d for d in corpus.documents if len(d.text.strip()) >= params.min_chars]
+    if params.max_documents is not None:
+        docs = docs[: params.max_documents]
+    seen: set[str] = set()
+    for d in docs:
+        if d.doc_id in seen:
+            raise DataError(params.source, f"document id {d.doc_id!r} occurs twice (ids must be unique)")
+        seen.add(d.doc_id)
+    if len(docs) < 3:
+        raise DataError(params.source, f"only {len(docs)} usable document(s); need at least 3 to split")
+    truth = {d.doc_id: corpus.truth[d.doc_id] for d in docs} if corpus.truth is not None else None
+    return Corpus(docs, truth, corpus.description)
+
+
+def split_documents(documents: list[Document], valid_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Document]]:
+    """Split by document with a seeded shuffle; each split keeps the source order."""
+    n = len(documents)
+    order = list(range(n))
+    random.Random(f"split-{seed}").shuffle(order)
+    n_valid = round(n * valid_fraction)
+    n_test = round(n * test_fraction)
+    if n - n_valid - n_test < 1:
+        raise DataError("data.split", f"{n} documents leave no training document")
+    chosen = {
+        "valid": sorted(order[:n_valid]),
+        "test": sorted(order[n_valid : n_valid + n_test]),
+        "train": sorted(order[n_valid + n_test :]),
+    }
+    return {name: [documents[i] for i in chosen[name]] for name in SPLITS}
+
+
+def truth_records(truth: dict[str, tuple[PiiSpan, ...]]) -> list[dict[str, object]]:
+    return [
+        {"doc_id": doc_id, "type": s.type, "start": s.start, "end": s.end}
+        for doc_id, spans in truth.items()
+        for s in spans
+    ]
+
+
+def describe(splits: dict[str, list[Document]]) -> dict[str, dict[str, int]]:
+    return {
+        name: {"documents": len(docs), "bytes": sum(len(d.text.encode("utf-8")) for d in docs)}
+        for name, docs in splits.items()
+    }
+
+
+__all__ = ["Corpus", "Document", "SPLITS", "describe", "load_corpus", "split_documents", "truth_records"]

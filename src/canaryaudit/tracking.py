@@ -1,0 +1,152 @@
+"""MLflow tracking: one parent run per pipeline run, joined by every stage.
+
+The store is SQLite (``mlflow.db`` at the workspace root) unless
+``MLFLOW_TRACKING_URI`` is set. The parent run is found, in order, from
+``CANARYAUDIT_PARENT_RUN_ID`` (set by ``canaryaudit audit`` and the Prefect
+flow), from ``.canaryaudit/parent_run`` (left by an earlier stage of a plain
+``dvc repro``, while that run is still RUNNING), or created anew.
+
+Only settings and aggregate numbers are logged, never text from the data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from canaryaudit.env import find_workspace_root
+from canaryaudit.io import atomic_open
+
+PARENT_ENV = "CANARYAUDIT_PARENT_RUN_ID"
+EXPERIMENT_ENV = "CANARYAUDIT_EXPERIMENT"
+DISABLE_ENV = "CANARYAUDIT_TRACKING"  # "0" turns tracking off (e.g. for a dry run)
+DEFAULT_EXPERIMENT = "canaryaudit"
+_STATE_FILE = Path(".canaryaudit") / "parent_run"
+
+
+def tracking_enabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "1") != "0"
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(root or find_workspace_root()) / 'mlflow.db'}"
+
+
+def experiment_name() -> str:
+    return os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted (key, leaf) pairs of a nested mapping; lists stay leaves."""
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            yield from flatten(value, dotted)
+        else:
+            yield dotted, value
+
+
+def numeric_metrics(tree: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The numeric leaves of ``tree`` (bools and None skipped), keyed ``prefix.dotted.key``."""
+    return {
+        key: float(value)
+        for key, value in flatten(tree, prefix)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+class Tracker:
+    """Thin wrapper over MlflowClient bound to the pipeline's parent run."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        from mlflow.tracking import MlflowClient  # heavy import, only when tracking
+
+        self.root = root or find_workspace_root()
+        self.client = MlflowClient(tracking_uri(self.root))
+        name = experiment_name()
+        experiment = self.client.get_experiment_by_name(name)
+        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+
+    # -------------------------------------------------------------- parent run
+
+    def _state_path(self) -> Path:
+        return self.root / _STATE_FILE
+
+    def _running(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.status == "RUNNING"
+        except Exception:  # noqa: BLE001 - a missing or foreign run id means "not joinable"
+            return False
+
+    def start_pipeline_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """Create a new parent run and remember it for later stages of this workspace."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name or time.strftime("audit-%Y%m%d-%H%M%S"),
+            tags={"canaryaudit.role": "pipeline", "canaryaudit.workspace": str(self.root), **(tags or {})},
+        )
+        with atomic_open(self._state_path()) as handle:
+            handle.write(run.info.run_id + "\n")
+        return run.info.run_id
+
+    def pipeline_run_id(self) -> str:
+        """The parent run to join (see module docstring), created if none is open."""
+        from_env = os.environ.get(PARENT_ENV)
+        if from_env:
+            return from_env
+        state = self._state_path()
+        if state.exists():
+            run_id = state.read_text(encoding="utf-8").strip()
+            if run_id and self._running(run_id):
+                return run_id
+        return self.start_pipeline_run()
+
+    def finish_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+        state = self._state_path()
+        if state.exists() and state.read_text(encoding="utf-8").strip() == run_id:
+            state.unlink()
+
+    # -------------------------------------------------------------- logging
+
+    def log_stage(self, stage: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
+        """Log a stage's params (prefixed by section) and metrics to the parent run; return its id.
+
+        MLflow forbids changing a logged param: when this stage's params differ
+        from those already in the open parent run, that run is finished and a new
+        one started (it is a different pipeline run).
+        """
+        from mlflow.entities import Metric, Param
+
+        run_id = self.pipeline_run_id()
+        flat = {k: _param_value(v) for k, v in flatten(params)}
+        existing = self.client.get_run(run_id).data.params
+        if any(k in existing and existing[k] != v for k, v in flat.items()) and not os.environ.get(PARENT_ENV):
+            self.finish_pipeline_run(run_id)
+            run_id = self.start_pipeline_run()
+            existing = {}
+        new_params = [Param(k, v) for k, v in flat.items() if k not in existing]
+        now = int(time.time() * 1000)
+        metric_list = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        for i in range(0, max(len(new_params), len(metric_list)), 100):
+            self.client.log_batch(run_id, metrics=metric_list[i : i + 100], params=new_params[i : i + 100])
+        self.client.set_tag(run_id, f"canaryaudit.stage.{stage}", "done")
+        return run_id
+
+
+def _param_value(value: Any) -> str:
+    text = str(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def log_stage(stage: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str | None:
+    """Log to the pipeline's parent run unless tracking is disabled; return the run id."""
+    if not tracking_enabled():
+        return None
+    return Tracker().log_stage(stage, params, metrics)

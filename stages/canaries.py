@@ -1,0 +1,56 @@
+"""DVC stage `canaries`: make canaries from params and insert them into the training split."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from canaryaudit import tracking
+from canaryaudit.canaries import count_occurrences, insert_canaries, make_canaries
+from canaryaudit.config import load_params
+from canaryaudit.io import write_json
+from canaryaudit.schemas import CANARIES, DOCUMENTS, read_checked_jsonl, write_checked_jsonl
+from canaryaudit.stagekit import log, run_stage, stage_parser
+
+
+def main(args) -> None:
+    params = load_params(args.params).canaries
+    rng = random.Random(params.seed)
+    formats = params.parsed_formats()
+    canaries = [c for fmt in formats for c in make_canaries(fmt, params.plan_for(fmt.name), rng)]
+    train = read_checked_jsonl(DOCUMENTS, args.train)
+    texts = insert_canaries([r["text"] for r in train], canaries, rng)
+    mismatched = [c.canary_id for c in canaries if count_occurrences(texts, c.text) != c.insertions]
+    if mismatched:  # an invariant of insert_canaries, checked before anything is written
+        raise AssertionError(f"canary copies in the data differ from the plan for {mismatched[:5]}")
+    augmented = [{**r, "text": t} for r, t in zip(train, texts)]
+    write_checked_jsonl(DOCUMENTS, args.out_train, augmented)
+    out = Path(args.out)
+    write_checked_jsonl(CANARIES, out / "canaries.jsonl", [c.record() for c in canaries])
+    write_json(out / "formats.json", {
+        f.name: {"template": f.template, "prefix": f.prefix, "holes": len(f.holes),
+                 "space_size": f.space_size, "log2_space_size": f.log2_space_size}
+        for f in formats
+    })
+    summary = {
+        "canaries": len(canaries),
+        "included": sum(c.included for c in canaries),
+        "held_out": sum(not c.included for c in canaries),
+        "audit": sum(c.audit for c in canaries),
+        "copies_inserted": sum(c.insertions for c in canaries),
+        "per_format": {f.name: {"canaries": sum(c.format == f.name for c in canaries),
+                                "log2_space_size": f.log2_space_size} for f in formats},
+    }
+    write_json(args.report, summary)
+    tracking.log_stage("canaries", {"canaries": params.model_dump()}, tracking.numeric_metrics(summary, "canaries"))
+    log.info("%d canaries (%d included, %d copies) -> %s, %s", summary["canaries"], summary["included"],
+             summary["copies_inserted"], args.out_train, out / "canaries.jsonl")
+
+
+if __name__ == "__main__":
+    parser = stage_parser("canaries", __doc__)
+    parser.add_argument("--train", default="data/sanitized/train.jsonl")
+    parser.add_argument("--out-train", default="data/augmented/train.jsonl")
+    parser.add_argument("--out", default="data/canaries")
+    parser.add_argument("--report", default="reports/canaries.json")
+    run_stage("canaries", main, parser)

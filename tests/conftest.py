@@ -1,0 +1,79 @@
+"""Shared fixtures: a tiny params file and an isolated MLflow store per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "data": {
+        "source": "builtin:emails",
+        "seed": 7,
+        "min_chars": 20,
+        "builtin": {"target_bytes": 20_000},
+        "split": {"valid_fraction": 0.1, "test_fraction": 0.1},
+    },
+    "sanitize": {"enabled": True},
+    "canaries": {
+        "seed": 3,
+        "alphabets": {"d": "0123456789"},
+        "formats": [
+            {"name": "ssn", "template": "my social security number is {d}x3-{d}x2-{d}x4"},
+            {"name": "number", "template": "the random number is {d}x9"},
+        ],
+        "insertions": [1, 2, 5],
+        "per_count": 2,
+        "audit": {"count": 8, "insertions": 1, "format": "number"},
+    },
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_mlflow(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every test logs to a throwaway SQLite MLflow store, never the workspace's mlflow.db."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ.pop("CANARYAUDIT_PARENT_RUN_ID", None)
+    return uri
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY_PARAMS)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, tiny_params: dict) -> Path:
+    """A folder laid out like the repo (stage scripts + tiny params.yaml) to run stages in."""
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    write_params(tmp_path / "params.yaml", tiny_params)
+    return tmp_path
+
+
+def run_stage(workspace: Path, stage: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a stage script as DVC would (fresh interpreter, cwd = workspace)."""
+    proc = subprocess.run(
+        [sys.executable, f"stages/{stage}.py", *args],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,98 @@
+"""End to end: `dvc repro` in a temporary copy of the repo with tiny params."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from canaryaudit.io import read_jsonl
+from tests.conftest import REPO, write_params
+
+pytestmark = pytest.mark.slow
+
+COPY = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+
+
+def _repo_copy(dest: Path) -> Path:
+    for rel in COPY:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _dvc(ws: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([dvc, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_params):
+    ws = _repo_copy(tmp_path / "repo")
+    write_params(ws / "params.yaml", tiny_params)
+
+    first = _dvc(ws, "repro")
+    for stage in ("prepare", "sanitize", "canaries"):
+        assert f"Running stage '{stage}'" in first
+    assert read_jsonl(ws / "data/canaries/canaries.jsonl")
+    assert (ws / "dvc.lock").exists()
+
+    second = _dvc(ws, "repro")
+    assert "Data and pipelines are up to date." in second
+    assert "Running stage" not in second
+
+    tiny_params["canaries"]["seed"] = 4  # only the canaries stage reads this section
+    write_params(ws / "params.yaml", tiny_params)
+    third = _dvc(ws, "repro")
+    assert "Running stage 'canaries'" in third
+    assert "Running stage 'prepare'" not in third and "Running stage 'sanitize'" not in third
+
+    status = _dvc(ws, "status")
+    assert "up to date" in status
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())
+    assert set(lock["stages"]["canaries"]["params"]["params.yaml"]) == {"canaries"}
+
+
+def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path, tiny_params):
+    from mlflow.tracking import MlflowClient
+
+    ws = _repo_copy(tmp_path / "repo")
+    write_params(ws / "params.yaml", tiny_params)
+    uri = f"sqlite:///{tmp_path / 'audit-mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": "e2e"}
+    cli = str(Path(sys.executable).with_name("canaryaudit"))
+    proc = subprocess.run([cli, "audit"], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Outputs:" in proc.stdout and "data/augmented/train.jsonl" in proc.stdout
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["canaryaudit.launcher"] == "cli"
+    assert {"prepare.train.documents", "sanitize.quality.ssn.recall", "canaries.canaries"} <= set(run.data.metrics)
+    assert run.data.params["canaries.seed"] == "3"
+    assert not (ws / ".canaryaudit" / "parent_run").exists()
+
+
+def test_cli_params_check_and_show(tmp_path, tiny_params):
+    write_params(tmp_path / "params.yaml", tiny_params)
+    cli = str(Path(sys.executable).with_name("canaryaudit"))
+    ok = subprocess.run([cli, "params", "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    shown = subprocess.run([cli, "params", "show", "-S", "data.seed=11"], cwd=tmp_path, capture_output=True, text=True)
+    assert yaml.safe_load(shown.stdout)["data"]["seed"] == 11
+    tiny_params["sanitize"]["default_action"] = "erase"
+    write_params(tmp_path / "params.yaml", tiny_params)
+    bad = subprocess.run([cli, "params", "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "sanitize.default_action: Input should be 'mask', 'drop' or 'keep'" in bad.stderr
