@@ -29,6 +29,7 @@ lock: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation_speed.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf data reports/*.json .canaryaudit

@@ -6,8 +6,9 @@ import random
 from pathlib import Path
 
 from canaryaudit import tracking
-from canaryaudit.canaries import count_occurrences, insert_canaries, make_canaries
+from canaryaudit.canaries import check_distinct, count_occurrences, insert_canaries, make_canaries
 from canaryaudit.config import load_params
+from canaryaudit.errors import DataError, ParamsError
 from canaryaudit.io import write_json
 from canaryaudit.schemas import CANARIES, DOCUMENTS, read_checked_jsonl, write_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
@@ -18,11 +19,15 @@ def main(args) -> None:
     rng = random.Random(params.seed)
     formats = params.parsed_formats()
     canaries = [c for fmt in formats for c in make_canaries(fmt, params.plan_for(fmt.name), rng)]
+    try:
+        check_distinct(canaries)
+    except ValueError as exc:
+        raise ParamsError(f"canaries.formats: {exc}") from None
     train = read_checked_jsonl(DOCUMENTS, args.train)
     texts = insert_canaries([r["text"] for r in train], canaries, rng)
     mismatched = [c.canary_id for c in canaries if count_occurrences(texts, c.text) != c.insertions]
     if mismatched:  # an invariant of insert_canaries, checked before anything is written
-        raise AssertionError(f"canary copies in the data differ from the plan for {mismatched[:5]}")
+        raise DataError("data/augmented/train.jsonl", f"canary copies differ from the plan for {mismatched[:5]}")
     augmented = [{**r, "text": t} for r, t in zip(train, texts)]
     write_checked_jsonl(DOCUMENTS, args.out_train, augmented)
     out = Path(args.out)

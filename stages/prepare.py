@@ -6,8 +6,8 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
-from canaryaudit.io import write_json
-from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, write_checked_jsonl
+from canaryaudit.io import write_json, write_jsonl
+from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, validate_records
 from canaryaudit.sources import describe, load_corpus, split_documents, truth_records
 from canaryaudit.stagekit import log, run_stage, stage_parser
 
@@ -17,10 +17,13 @@ def main(args) -> None:
     corpus = load_corpus(params, Path.cwd())
     splits = split_documents(corpus.documents, params.split.valid_fraction, params.split.test_fraction, params.seed)
     out = Path(args.out)
-    for name, docs in splits.items():
-        write_checked_jsonl(DOCUMENTS, out / f"{name}.jsonl", [d.record() for d in docs])
+    outputs = {out / f"{name}.jsonl": (DOCUMENTS, [d.record() for d in docs]) for name, docs in splits.items()}
     if corpus.truth is not None:
-        write_checked_jsonl(PII_TRUTH, out / "pii_truth.jsonl", truth_records(corpus.truth))
+        outputs[out / "pii_truth.jsonl"] = (PII_TRUTH, truth_records(corpus.truth))
+    for path, (schema, records) in outputs.items():  # check everything before writing anything
+        validate_records(schema, records, path)
+    for path, (_schema, records) in outputs.items():
+        write_jsonl(path, records)
     summary = {"source": params.source, "description": corpus.description, "ground_truth": corpus.truth is not None,
                "splits": describe(splits)}
     write_json(args.report, summary)

@@ -33,6 +33,14 @@ TINY_PARAMS = {
         "per_count": 2,
         "audit": {"count": 8, "insertions": 1, "format": "number"},
     },
+    "train": {
+        "device": "cpu",
+        "model": {"arch": "gpt2", "layers": 1, "width": 32, "heads": 2, "context": 32},
+        "epochs": 1,
+        "batch_size": 16,
+        "physical_batch_size": 16,
+        "variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}}},
+    },
 }
 
 

@@ -106,3 +106,27 @@ def test_canary_already_in_data_is_refused():
     canaries = make_canaries(fmt, CanaryPlan((1,), per_count=10), random.Random(0))
     with pytest.raises(DataError, match="already occurs"):
         insert_canaries(["x\nn 5\ny"], canaries, random.Random(0))
+
+
+def test_huge_space_beyond_int64():
+    fmt = parse_format("big", "key {d}x30", DIGITS)  # |R| = 10^30 > 2^63
+    canaries = make_canaries(fmt, CanaryPlan((1, 2), per_count=3), random.Random(0))
+    assert len({c.text for c in canaries}) == 6 and all(len(c.randomness) == 30 for c in canaries)
+
+
+def test_canary_inside_another_is_refused():
+    from canaryaudit.canaries import check_distinct
+
+    short = make_canaries(parse_format("a", "code {d}x2", DIGITS), CanaryPlan((1,), per_count=100), random.Random(0))
+    long = make_canaries(parse_format("b", "code {d}x3", DIGITS), CanaryPlan((1,), per_count=5), random.Random(0))
+    with pytest.raises(ValueError, match="occurs inside"):
+        check_distinct(short + long)
+
+
+def test_ambiguous_word_alphabet_is_refused():
+    from canaryaudit.canaries import check_distinct
+
+    fmt = parse_format("w", "x {w}x6", {"w": ["a", "aa"]})
+    canaries = make_canaries(fmt, CanaryPlan((1,), per_count=40), random.Random(0))
+    with pytest.raises(ValueError, match="render the same text"):
+        check_distinct(canaries)

@@ -43,11 +43,16 @@ BAD = [
     ("data.split.valid_fraction", 1.0, "data.split.valid_fraction: Input should be less than 1"),
     ("data.split", {"valid_fraction": 0.5, "test_fraction": 0.5}, "data.split: valid_fraction + test_fraction must be < 1"),
     ("data.file.txt_unit", "page", "data.file.txt_unit: Input should be 'block' or 'file'"),
+    ("data.file.txt_unit", "off", "data.file.txt_unit: Input should be 'block' or 'file' (got 'off')"),
     ("sanitize.enabled", "yes", "sanitize.enabled: Input should be a valid boolean"),
     ("sanitize.detectors", ["ssn", "passport"], "sanitize.detectors: unknown detector 'passport'; known: email"),
     ("sanitize.actions", {"ssn": "hide"}, "sanitize.actions.ssn: Input should be 'mask', 'drop' or 'keep'"),
     ("sanitize.entropy.min_bits_per_char", 0, "sanitize.entropy.min_bits_per_char: Input should be greater than 0"),
-    ("canaries.insertions", [1, 0], "canaries.insertions: every insertion count must be >= 1"),
+    ("canaries.insertions", [1, 0], "canaries.insertions: every insertion count must be between 1 and 100000"),
+    ("canaries.insertions", [10**9], "canaries.insertions: every insertion count must be between 1 and 100000"),
+    ("data.split.test_fraction", 0.0, "data.split.test_fraction: Input should be greater than 0"),
+    ("sanitize.detectors", [], "sanitize: detectors: empty while enabled: true"),
+    ("sanitize", {"detectors": ["ssn"], "actions": {"email": "drop"}}, "sanitize: actions.email: no 'email' in detectors"),
     ("canaries.insertions", [4, 4], "canaries.insertions: insertion counts must be distinct"),
     ("canaries.per_count", 1.5, "canaries.per_count: Input should be a valid integer"),
     ("canaries.formats", [{"name": "a"}], "canaries.formats[0].template: required key is missing"),
@@ -98,6 +103,15 @@ def test_bad_files(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_yaml_yes_no_are_strings_not_booleans(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("sanitize:\n  enabled: yes\n")
+    with pytest.raises(ParamsError, match="sanitize.enabled: Input should be a valid boolean .got 'yes'."):
+        load_params(path)
+    path.write_text("sanitize:\n  enabled: false\n")
+    assert load_params(path).sanitize.enabled is False
 
 
 def test_overrides(tmp_path):

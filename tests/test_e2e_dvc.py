@@ -29,6 +29,13 @@ def _repo_copy(dest: Path) -> Path:
     return dest
 
 
+def write_full_params(path: Path, params: dict) -> None:
+    """DVC requires every params key a stage lists to be in the file: write defaults out in full."""
+    from canaryaudit.config import parse_params
+
+    write_params(path, parse_params(params).model_dump(mode="json"))
+
+
 def _dvc(ws: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc = str(Path(sys.executable).with_name("dvc"))
@@ -39,11 +46,12 @@ def _dvc(ws: Path, *args: str) -> str:
 
 def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_params):
     ws = _repo_copy(tmp_path / "repo")
-    write_params(ws / "params.yaml", tiny_params)
+    write_full_params(ws / "params.yaml", tiny_params)
 
     first = _dvc(ws, "repro")
-    for stage in ("prepare", "sanitize", "canaries"):
+    for stage in ("prepare", "sanitize", "canaries", "train@nonprivate", "train@dp"):
         assert f"Running stage '{stage}'" in first
+    assert (ws / "models/dp/model.safetensors").exists() and (ws / "reports/train/dp.json").exists()
     assert read_jsonl(ws / "data/canaries/canaries.jsonl")
     assert (ws / "dvc.lock").exists()
 
@@ -52,10 +60,15 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     assert "Running stage" not in second
 
     tiny_params["canaries"]["seed"] = 4  # only the canaries stage reads this section
-    write_params(ws / "params.yaml", tiny_params)
+    write_full_params(ws / "params.yaml", tiny_params)
     third = _dvc(ws, "repro")
     assert "Running stage 'canaries'" in third
     assert "Running stage 'prepare'" not in third and "Running stage 'sanitize'" not in third
+
+    tiny_params["train"]["variants"]["dp"]["dp"]["noise_multiplier"] = 2.0  # only train@dp reads it
+    write_full_params(ws / "params.yaml", tiny_params)
+    fourth = _dvc(ws, "repro")
+    assert "Running stage 'train@dp'" in fourth and "Running stage 'train@nonprivate'" not in fourth
 
     status = _dvc(ws, "status")
     assert "up to date" in status
@@ -67,7 +80,7 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     from mlflow.tracking import MlflowClient
 
     ws = _repo_copy(tmp_path / "repo")
-    write_params(ws / "params.yaml", tiny_params)
+    write_full_params(ws / "params.yaml", tiny_params)
     uri = f"sqlite:///{tmp_path / 'audit-mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": "e2e"}
     cli = str(Path(sys.executable).with_name("canaryaudit"))
@@ -77,10 +90,13 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
+    parents = [r for r in runs if r.data.tags.get("canaryaudit.role") == "pipeline"]
+    assert len(parents) == 1
+    run = parents[0]
     assert run.info.status == "FINISHED" and run.data.tags["canaryaudit.launcher"] == "cli"
     assert {"prepare.train.documents", "sanitize.quality.ssn.recall", "canaries.canaries"} <= set(run.data.metrics)
+    children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert sorted(c.data.tags["canaryaudit.variant"] for c in children) == ["dp", "nonprivate"]
     assert run.data.params["canaries.seed"] == "3"
     assert not (ws / ".canaryaudit" / "parent_run").exists()
 

@@ -74,3 +74,27 @@ def test_json_sorted_and_strict(tmp_path):
     with pytest.raises(ValueError):
         write_json(path, {"x": float("nan")})
     assert read_json(path) == {"a": [1, 2], "b": 1}, "failed write kept the old file"
+
+
+def test_line_separators_inside_strings_roundtrip(tmp_path):
+    # U+2028/U+2029/U+0085 are written raw by ensure_ascii=False; they must not split records
+    records = [{"text": "hello\u2028world\u2029and\x85more"}, {"text": "crlf\r\nkept"}]
+    path = tmp_path / "sep.jsonl"
+    write_jsonl(path, records)
+    assert read_jsonl(path) == records
+
+
+def test_windows_line_endings_are_read(tmp_path):
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n{"a": 2}\r\n')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+def test_outputs_are_not_private_to_the_owner(tmp_path):
+    import os
+
+    target = tmp_path / "mode.json"
+    write_json(target, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -32,7 +32,7 @@ def test_txt_folder_one_document_per_file(tmp_path):
         (folder / name).write_text(f"text of {name}\n\nstill {name}")
     (folder / "notes.md").write_text("ignored: not a supported type")
     corpus = load_corpus(data_params("file:docs", file={"txt_unit": "file"}), tmp_path)
-    assert [d.doc_id for d in corpus.documents] == ["a", "b", "c"]
+    assert [d.doc_id for d in corpus.documents] == ["a", "b", "sub/c"]
     assert corpus.documents[0].text == "text of a.txt\n\nstill a.txt"
 
 
@@ -88,7 +88,7 @@ def test_missing_path_and_empty_folder(tmp_path):
 
 def test_duplicate_ids_and_too_few_documents(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text":"a","id":"x"}\n{"text":"b","id":"x"}\n{"text":"c","id":"y"}\n')
-    with pytest.raises(DataError, match="document id 'x' occurs twice"):
+    with pytest.raises(DataError, match="two documents share one id"):
         load_corpus(data_params("file:d.jsonl", file={"id_field": "id"}), tmp_path)
     (tmp_path / "two.txt").write_text("a\n\nb\n")
     with pytest.raises(DataError, match="need at least 3"):
@@ -147,3 +147,30 @@ def test_split_is_seeded_disjoint_and_complete():
     ids = [d.doc_id for split in a.values() for d in split]
     assert sorted(ids) == sorted(d.doc_id for d in docs)
     assert a["train"] == sorted(a["train"], key=lambda d: int(d.doc_id[1:])), "source order kept"
+
+
+def test_truncated_csv_row_is_an_error(tmp_path):
+    (tmp_path / "t.csv").write_text("id,text\n1,hello\n2\n")
+    with pytest.raises(DataError, match="row has 1 fields, header has 2") as info:
+        load_corpus(data_params("file:t.csv"), tmp_path)
+    assert info.value.line == 3
+
+
+def test_same_file_names_in_subfolders_get_distinct_ids(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / "src" / sub).mkdir(parents=True)
+        (tmp_path / "src" / sub / "part.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    corpus = load_corpus(data_params("file:src"), tmp_path)
+    assert [d.doc_id for d in corpus.documents] == ["a/part:1", "a/part:2", "b/part:1", "b/part:2"]
+
+
+def test_line_endings_normalised(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "a\\r\\nb"}\n{"text": "c\\rd"}\n{"text": "e"}\n')
+    assert texts(load_corpus(data_params("file:d.jsonl"), tmp_path)) == ["a\nb", "c\nd", "e"]
+
+
+def test_duplicate_id_error_does_not_echo_the_id(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text":"a","id":"jane@x.org"}\n{"text":"b","id":"jane@x.org"}\n{"text":"c","id":"y"}\n')
+    with pytest.raises(DataError) as info:
+        load_corpus(data_params("file:d.jsonl", file={"id_field": "id"}), tmp_path)
+    assert "jane@x.org" not in str(info.value)

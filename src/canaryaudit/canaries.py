@@ -139,6 +139,44 @@ def check_space(fmt: CanaryFormat, plan: CanaryPlan) -> None:
         )
 
 
+def _distinct_indices(space: int, count: int, rng: random.Random) -> list[int]:
+    """``count`` distinct draws from range(space); works past 2**63 where random.sample cannot."""
+    if space < 2**62:
+        return rng.sample(range(space), count)
+    seen: set[int] = set()
+    out: list[int] = []
+    while len(out) < count:
+        index = rng.randrange(space)
+        if index not in seen:
+            seen.add(index)
+            out.append(index)
+    return out
+
+
+def check_distinct(canaries: Sequence[Canary]) -> None:
+    """Each canary's text must be unique and not inside another's, or occurrence counts lie.
+
+    Raises ValueError naming the pair (an ambiguous word alphabet, or formats
+    such as ``code {d}x2`` beside ``code {d}x3``).
+    """
+    by_text: dict[str, Canary] = {}
+    for canary in canaries:
+        twin = by_text.setdefault(canary.text, canary)
+        if twin is not canary:
+            raise ValueError(
+                f"canaries {twin.canary_id} and {canary.canary_id} render the same text; "
+                f"format {canary.format!r} is ambiguous (a word alphabet whose words run together?)"
+            )
+    ordered = sorted(by_text, key=len)
+    for i, short in enumerate(ordered):
+        for long in ordered[i + 1 :]:
+            if len(long) > len(short) and short in long:
+                raise ValueError(
+                    f"canary {by_text[short].canary_id} occurs inside {by_text[long].canary_id}; "
+                    "make the formats' fixed text differ (e.g. not 'code {d}x2' beside 'code {d}x3')"
+                )
+
+
 def make_canaries(fmt: CanaryFormat, plan: CanaryPlan, rng: random.Random) -> list[Canary]:
     """Distinct canaries for one format: ``per_count`` per insertion count, then the audit set.
 
@@ -146,7 +184,7 @@ def make_canaries(fmt: CanaryFormat, plan: CanaryPlan, rng: random.Random) -> li
     ``rng``); the rest are held out with 0 insertions.
     """
     check_space(fmt, plan)
-    indices = rng.sample(range(fmt.space_size), plan.total)
+    indices = _distinct_indices(fmt.space_size, plan.total, rng)
     canaries: list[Canary] = []
     position = 0
 

@@ -61,7 +61,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from canaryaudit.config import load_params
 
     root = find_workspace_root()
-    load_params(root / args.params)  # fail fast, before any stage runs
+    load_params(root / "params.yaml")  # fail fast, before any stage runs (dvc.yaml reads params.yaml)
     run_id = None
     tracker = None
     if tracking.tracking_enabled():
@@ -94,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="canaryaudit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     audit = sub.add_parser("audit", help="run the DVC pipeline (dvc repro) under one MLflow parent run")
-    audit.add_argument("--params", default="params.yaml")
     audit.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     audit.set_defaults(func=cmd_audit)
     params = sub.add_parser("params", help="validate params.yaml, or show it with defaults filled in")

@@ -58,8 +58,9 @@ class HfSourceParams(Section):
 
 
 class SplitParams(Section):
-    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # Both > 0: validation loss needs valid documents, membership inference needs test ones.
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> SplitParams:
@@ -122,6 +123,15 @@ class SanitizeParams(Section):
                 raise ValueError(f"unknown PII type {name!r}; known: {', '.join(DETECTORS.names())}")
         return value
 
+    @model_validator(mode="after")
+    def _actions_have_detectors(self) -> SanitizeParams:
+        if self.enabled and not self.detectors:
+            raise ValueError("detectors: empty while enabled: true; list detectors or set enabled: false")
+        for name in self.actions:
+            if name not in self.detectors:
+                raise ValueError(f"actions.{name}: no {name!r} in detectors, so this action would never apply")
+        return self
+
     def action_for(self, pii_type: str) -> Action:
         return self.actions.get(pii_type, self.default_action)
 
@@ -153,7 +163,7 @@ class CanaryParams(Section):
         ),
         min_length=1,
     )
-    insertions: tuple[int, ...] = Field((1, 4, 16, 64), min_length=1)  # copies per canary
+    insertions: tuple[int, ...] = Field((1, 4, 16, 64), min_length=1)  # copies per canary (each <= 100000)
     per_count: int = Field(2, ge=1, le=10_000)  # canaries per insertion count and format
     audit: AuditCanaryParams = AuditCanaryParams()
 
@@ -175,8 +185,8 @@ class CanaryParams(Section):
     @field_validator("insertions")
     @classmethod
     def _positive_unique(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(v < 1 for v in value):
-            raise ValueError("every insertion count must be >= 1")
+        if any(not 1 <= v <= 100_000 for v in value):
+            raise ValueError("every insertion count must be between 1 and 100000")
         if len(set(value)) != len(value):
             raise ValueError("insertion counts must be distinct")
         return value
@@ -203,6 +213,122 @@ class CanaryParams(Section):
         return CanaryPlan(self.insertions, self.per_count, audit, self.audit.insertions)
 
 
+# ---------------------------------------------------------------- train
+
+
+class TokenizerParams(Section):
+    kind: Literal["char", "bpe", "pretrained"] = "char"  # char: one token per character (exact exposure is tractable)
+    bpe_vocab_size: int = Field(512, ge=64, le=262_144)  # bpe only
+
+
+class ModelParams(Section):
+    arch: str = "gpt2"  # gpt2 | lstm | hf:PATH (a local folder of a pretrained causal LM)
+    layers: int = Field(2, ge=1, le=96)
+    width: int = Field(128, ge=8, le=16_384)  # gpt2: embedding width; lstm: units per layer
+    heads: int = Field(4, ge=1, le=128)  # gpt2 only
+    context: int = Field(64, ge=4, le=8192)  # tokens per training sequence: the DP privacy unit
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        if value not in ("gpt2", "lstm") and not (value.startswith("hf:") and len(value) > 3):
+            raise ValueError("unknown arch; known: gpt2, lstm, hf:PATH")
+        return value
+
+
+class OptimizerParams(Section):
+    name: Literal["adamw", "rmsprop", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0.0, le=10.0)  # peak learning rate
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd and rmsprop
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"  # decay after warmup, to 0 at the last step
+    warmup_steps: int = Field(20, ge=0)  # optimizer steps of linear warmup
+
+
+class DpParams(Section):
+    enabled: bool = False
+    noise_multiplier: float | None = Field(None, ge=0.0, le=1000.0)  # sigma; or give target_epsilon
+    target_epsilon: float | None = Field(None, gt=0.0, le=1000.0)  # solve sigma for this epsilon at delta
+    delta: float | None = Field(None, gt=0.0, lt=1.0)  # default 1 / (10 N), N = training sequences
+    max_grad_norm: float = Field(1.0, gt=0.0)  # per-sample clipping bound C
+    accountant: Literal["prv", "rdp"] = "prv"
+    # How Opacus computes per-sample gradients. auto: ew (torch ExpandedWeights) for gpt2 and
+    # hf models, hooks for the lstm (DPLSTM). Measured on 2 CPU cores (benchmarks/train_speed.py):
+    # gpt2 DP/plain step time 1.47 with ew vs 1.71 with hooks; DPLSTM 14 with hooks vs 26 with ew.
+    grad_sample_mode: Literal["auto", "ew", "hooks", "functorch"] = "auto"
+    max_noise_multiplier: float = Field(50.0, gt=0.0)  # refuse a target epsilon that needs more noise
+
+    @model_validator(mode="after")
+    def _noise_or_target(self) -> DpParams:
+        if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("with enabled: true set exactly one of noise_multiplier and target_epsilon")
+        return self
+
+
+class TrainSettings(Section):
+    """The settings of one training variant (base settings merged with the variant's overrides)."""
+
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA (bf16 autocast) when present, else CPU
+    tokenizer: TokenizerParams = TokenizerParams()
+    model: ModelParams = ModelParams()
+    optimizer: OptimizerParams = OptimizerParams()
+    epochs: int = Field(3, ge=1, le=10_000)
+    max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (None: all epochs)
+    batch_size: int = Field(32, ge=1, le=1_000_000)  # logical batch (expected size under Poisson sampling)
+    physical_batch_size: int = Field(32, ge=1, le=1_000_000)  # memory bound; larger batches accumulate
+    eval_batch_size: int = Field(64, ge=1, le=1_000_000)
+    early_stopping_patience: int | None = Field(None, ge=1)  # epochs without validation improvement
+    dp: DpParams = DpParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSettings:
+        pretrained = self.model.arch.startswith("hf:")
+        if pretrained != (self.tokenizer.kind == "pretrained"):
+            raise ValueError("tokenizer.kind 'pretrained' goes with model.arch 'hf:PATH', and only with it")
+        return self
+
+
+class TrainParams(TrainSettings):
+    # Each variant overrides any of the settings above, e.g. {dp: {enabled: true, noise_multiplier: 1.0}}.
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}}}
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not value:
+            raise ValueError("define at least one variant")
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"variant name {name!r}: use letters, digits, '_' or '-' (it names folders)")
+        return value
+
+    def variant(self, name: str) -> TrainSettings:
+        """The merged, validated settings of variant ``name``."""
+        if name not in self.variants:
+            raise ParamsError(f"train.variants: no variant {name!r}; defined: {', '.join(self.variants)}")
+        merged = _deep_merge(self.model_dump(mode="json", exclude={"variants"}), self.variants[name])
+        try:
+            return TrainSettings.model_validate_json(json.dumps(merged))
+        except ValidationError as exc:
+            raise ParamsError(
+                format_validation_error(exc, TrainSettings, "params", prefix=("train", "variants", name))
+            ) from None
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 # ---------------------------------------------------------------- the file
 
 
@@ -210,6 +336,7 @@ class Params(Section):
     data: DataParams = DataParams()
     sanitize: SanitizeParams = SanitizeParams()
     canaries: CanaryParams = CanaryParams()
+    train: TrainParams = TrainParams()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -229,6 +356,16 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# YAML 1.1 reads yes/no/on/off as booleans, so `txt_unit: off` would arrive as False.
+# Only true/false are booleans here; everything else stays a string and fails type checks.
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _dotted(loc: Sequence[int | str]) -> str:
@@ -261,11 +398,13 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]
     return None
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], origin: str) -> str:
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], origin: str, prefix: tuple[str, ...] = ()
+) -> str:
     lines = [f"{origin}: invalid params:"]
     for error in exc.errors():
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        key = _dotted(loc)
+        key = _dotted(prefix + loc)
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) or []
             lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
@@ -288,9 +427,15 @@ def parse_params(raw: Any, origin: str = "params") -> Params:
     try:
         # Through JSON: strict mode then accepts YAML lists for tuples and ints for floats,
         # but still rejects "3" for an int or "yes" for a bool.
-        return Params.model_validate_json(json.dumps(dict(raw), default=str))
+        params = Params.model_validate_json(json.dumps(dict(raw), default=str))
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, Params, origin)) from None
+    for name in params.train.variants:
+        try:
+            params.train.variant(name)
+        except ParamsError as exc:
+            raise ParamsError(str(exc).replace("params: invalid params:", f"{origin}: invalid params:", 1)) from None
+    return params
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

@@ -30,6 +30,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; outputs get the usual umask-based mode
     try:
         if mode == "w":
             handle: IO[Any] = open(fd, "w", encoding="utf-8", newline="\n")
@@ -105,7 +108,10 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
     p = Path(path)
     text = read_text_strict(p)
     seen = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines also breaks at U+2028/U+2029/U+0085, which
+    # json.dumps(ensure_ascii=False) leaves raw inside strings.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -123,6 +129,12 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """All records of a JSONL file (see :func:`iter_jsonl` for the errors)."""
     return [obj for _, obj in iter_jsonl(path)]
+
+
+def read_jsonl_with_lines(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Records and the file line of each (blank lines are skipped, so they can differ from positions)."""
+    pairs = list(iter_jsonl(path))
+    return [obj for _, obj in pairs], [number for number, _ in pairs]
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -10,7 +10,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from canaryaudit.errors import DataError
-from canaryaudit.io import read_jsonl, write_jsonl
+from canaryaudit.io import read_jsonl_with_lines, write_jsonl
 from canaryaudit.pii.spans import PII_TYPES
 
 DOCUMENTS = pa.DataFrameSchema(
@@ -58,8 +58,16 @@ CANARIES = pa.DataFrameSchema(
 )
 
 
-def validate_records(schema: pa.DataFrameSchema, records: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Check ``records`` against ``schema``; a failure names the file and the first bad row's line."""
+def validate_records(
+    schema: pa.DataFrameSchema,
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    lines: Sequence[int] | None = None,
+) -> None:
+    """Check ``records`` against ``schema``; a failure names the file and the first bad record's line.
+
+    ``lines`` maps record positions to file lines (default: position + 1).
+    """
     if not records:
         raise DataError(path, f"no {schema.name} records")
     frame = pd.DataFrame.from_records(list(records))
@@ -67,9 +75,10 @@ def validate_records(schema: pa.DataFrameSchema, records: Sequence[dict[str, Any
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
-        row = cases["index"].dropna()
-        line = int(row.iloc[0]) + 1 if len(row) else None
-        first = cases.iloc[0]
+        rows = cases["index"].dropna()
+        position = int(rows.min()) if len(rows) else None
+        line = None if position is None else (lines[position] if lines is not None else position + 1)
+        first = cases.loc[rows.idxmin()] if len(rows) else cases.iloc[0]
         raise DataError(
             path,
             f"does not match the {schema.name} schema: column {first['column']!r} fails {first['check']!r}"
@@ -84,6 +93,6 @@ def write_checked_jsonl(schema: pa.DataFrameSchema, path: str | os.PathLike[str]
 
 
 def read_checked_jsonl(schema: pa.DataFrameSchema, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    records = read_jsonl(path)
-    validate_records(schema, records, path)
+    records, lines = read_jsonl_with_lines(path)
+    validate_records(schema, records, path, lines)
     return records

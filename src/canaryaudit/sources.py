@@ -66,11 +66,11 @@ def load_builtin(params: DataParams) -> Corpus:
 
 # ---------------------------------------------------------------- files
 
-def _txt_documents(path: Path, unit: str) -> Iterator[Document]:
+def _txt_documents(path: Path, label: str, unit: str) -> Iterator[Document]:
     """One document per file, or per block of lines separated by blank lines (id: stem:first line)."""
     text = read_text_strict(path).replace("\r\n", "\n")
     if unit == "file":
-        yield Document(path.stem, text.strip())
+        yield Document(label, text.strip())
         return
     block: list[str] = []
     start = 1
@@ -80,10 +80,10 @@ def _txt_documents(path: Path, unit: str) -> Iterator[Document]:
                 start = number
             block.append(line)
         elif block:
-            yield Document(f"{path.stem}:{start}", "\n".join(block).strip())
+            yield Document(f"{label}:{start}", "\n".join(block).strip())
             block = []
     if block:
-        yield Document(f"{path.stem}:{start}", "\n".join(block).strip())
+        yield Document(f"{label}:{start}", "\n".join(block).strip())
 
 
 def _field(obj: dict[str, object], key: str | None, path: Path, line: int, required: bool) -> str | None:
@@ -101,15 +101,15 @@ def _field(obj: dict[str, object], key: str | None, path: Path, line: int, requi
     return value
 
 
-def _jsonl_documents(path: Path, params: DataParams) -> Iterator[Document]:
+def _jsonl_documents(path: Path, label: str, params: DataParams) -> Iterator[Document]:
     f = params.file
     for line, obj in iter_jsonl(path):
         text = _field(obj, f.text_field, path, line, required=True) or ""
-        doc_id = _field(obj, f.id_field, path, line, required=False) or f"{path.stem}:{line}"
+        doc_id = _field(obj, f.id_field, path, line, required=False) or f"{label}:{line}"
         yield Document(doc_id, text, _field(obj, f.author_field, path, line, required=False))
 
 
-def _csv_documents(path: Path, params: DataParams) -> Iterator[Document]:
+def _csv_documents(path: Path, label: str, params: DataParams) -> Iterator[Document]:
     f = params.file
     text = read_text_strict(path)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -122,9 +122,12 @@ def _csv_documents(path: Path, params: DataParams) -> Iterator[Document]:
         for row in reader:
             if None in row:
                 raise DataError(path, f"row has {len(header) + len(row[None])} fields, header has {len(header)}", row_start)
+            if any(value is None for value in row.values()):
+                missing = sum(value is None for value in row.values())
+                raise DataError(path, f"row has {len(header) - missing} fields, header has {len(header)}", row_start)
             doc_id = row.get(f.id_field) if f.id_field else None
             author = row.get(f.author_field) if f.author_field else None
-            yield Document(doc_id or f"{path.stem}:{row_start}", row[f.text_field] or "", author or None)
+            yield Document(doc_id or f"{label}:{row_start}", row[f.text_field] or "", author or None)
             row_start = reader.line_num + 1
     except csv.Error as exc:
         raise DataError(path, f"malformed CSV in the row starting here: {exc}", row_start) from None
@@ -145,12 +148,14 @@ def load_files(path: Path, params: DataParams) -> Corpus:
     documents: list[Document] = []
     for file in _files_under(path):
         suffix = file.suffix.lower()
+        # ids from the path relative to the source folder, so a/part.jsonl and b/part.jsonl differ
+        label = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
         if suffix == ".txt":
-            docs: Iterator[Document] = _txt_documents(file, params.file.txt_unit)
+            docs: Iterator[Document] = _txt_documents(file, label, params.file.txt_unit)
         elif suffix == ".jsonl":
-            docs = _jsonl_documents(file, params)
+            docs = _jsonl_documents(file, label, params)
         elif suffix == ".csv":
-            docs = _csv_documents(file, params)
+            docs = _csv_documents(file, label, params)
         else:
             raise DataError(file, f"unsupported file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
         found = list(docs)
@@ -205,13 +210,19 @@ def load_corpus(params: DataParams, base_dir: Path) -> Corpus:
         corpus = load_files(path if path.is_absolute() else base_dir / path, params)
     else:
         corpus = load_hf(rest, params)
-    docs = [d for d in corpus.documents if len(d.text.strip()) >= params.min_chars]
+    # One newline convention everywhere: canaries are inserted as "\n"-separated lines.
+    docs = [
+        Document(d.doc_id, d.text.replace("\r\n", "\n").replace("\r", "\n"), d.author)
+        for d in corpus.documents
+        if len(d.text.strip()) >= params.min_chars
+    ]
     if params.max_documents is not None:
         docs = docs[: params.max_documents]
     seen: set[str] = set()
     for d in docs:
         if d.doc_id in seen:
-            raise DataError(params.source, f"document id {d.doc_id!r} occurs twice (ids must be unique)")
+            # the id itself is not echoed: an id_field may hold an email address
+            raise DataError(params.source, f"two documents share one id (the {len(seen) + 1}th loaded repeats an earlier one); ids must be unique")
         seen.add(d.doc_id)
     if len(docs) < 3:
         raise DataError(params.source, f"only {len(docs)} usable document(s); need at least 3 to split")

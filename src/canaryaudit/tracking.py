@@ -71,7 +71,11 @@ class Tracker:
         self.client = MlflowClient(tracking_uri(self.root))
         name = experiment_name()
         experiment = self.client.get_experiment_by_name(name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(name)
+        self.experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts").as_uri())
+        )
 
     # -------------------------------------------------------------- parent run
 
@@ -138,6 +142,39 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metric_list[i : i + 100], params=new_params[i : i + 100])
         self.client.set_tag(run_id, f"canaryaudit.stage.{stage}", "done")
         return run_id
+
+
+    # -------------------------------------------------------------- variant (child) runs
+
+    def start_variant_run(self, stage: str, variant: str, params: Mapping[str, Any]) -> str:
+        """A run nested under the pipeline run (MLflow's parentRunId tag), with the variant's params."""
+        from mlflow.entities import Param
+
+        parent = self.pipeline_run_id()
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{stage}@{variant}",
+            tags={"mlflow.parentRunId": parent, "canaryaudit.role": "variant", "canaryaudit.variant": variant,
+                  "canaryaudit.stage": stage},
+        )
+        flat = [Param(k, _param_value(v)) for k, v in flatten(params)]
+        for i in range(0, len(flat), 100):
+            self.client.log_batch(run.info.run_id, params=flat[i : i + 100])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+
+    def log_json_artifact(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, obj, artifact_file)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
 
 
 def _param_value(value: Any) -> str:

@@ -9,9 +9,21 @@ quote the message they answer. The generator records where it put every PII
 item (type and character span): the ground truth for the sanitizer's
 precision and recall.
 
+PII is written in the many forms people use, so the detectors are measured on
+more than one spelling per type: NANP phones with or without +1 / 1, toll-free,
+bare ten digits next to a phone word, international +CC groups; SSNs with
+dashes, spaces or (after "SSN") none; cards grouped or contiguous, sometimes
+next to a quantity or CVV; IBANs of many countries, compact or grouped, upper
+or lower case, followed by a BIC; addresses with directionals, ordinals,
+Mc/O' names, unit letters and PO boxes; emails with apostrophes and
+subdomains; AWS-style secrets with '/' and '+'.
+
 Look-alikes that are *not* PII are planted on purpose (16-digit order numbers
-failing Luhn, SSN-shaped references with an invalid area, firmware versions
-with four dotted parts, commit hashes, UUIDs) so precision is measured, not
+failing Luhn, SSN-shaped references with an invalid area, nine-digit tracking
+and claim numbers and NANP-valid ten-digit confirmation numbers with no
+SSN / phone word before them, firmware versions with four dotted parts and
+four-part version strings that are valid IPv4 after "version", commit hashes,
+UUIDs, camelCase identifiers, "::" in prose) so precision is measured, not
 assumed.
 """
 
@@ -19,7 +31,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from canaryaudit.corpus import vocab
@@ -94,27 +106,62 @@ class _TextBuilder:
 # ---------------------------------------------------------------- identifiers
 
 
-def _phone(rng: random.Random) -> str:
+def _nanp_digits(rng: random.Random, area: str | None = None) -> str:
     while True:
-        digits = f"{rng.randint(200, 989)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
+        digits = f"{area or rng.randint(200, 989)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
         if validators.nanp_valid(digits):
-            break
+            return digits
+
+
+def _international_phone(rng: random.Random) -> str:
+    code, groups = rng.choice(vocab.INTERNATIONAL_PHONES)
+    national = str(rng.randint(1, 9)) + "".join(rng.choice(string.digits) for _ in range(sum(groups) - 1))
+    parts, i = [], 0
+    for size in groups:
+        parts.append(national[i : i + size])
+        i += size
+    style = rng.randrange(6)
+    if style == 0:
+        return f"+{code}{national}"  # compact E.164
+    if style == 1 and code == "44":
+        return f"+44 (0){' '.join(parts)}"  # UK trunk prefix in brackets
+    sep = "-" if style == 2 else " "
+    return f"+{code}{sep}{sep.join(parts)}"
+
+
+def _phone(rng: random.Random) -> str:
+    style = rng.randrange(12)
+    if style == 9:
+        return _international_phone(rng)
+    toll_free = style in (7, 8)
+    digits = _nanp_digits(rng, rng.choice(vocab.TOLL_FREE_AREAS) if toll_free else None)
     a, b, c = digits[:3], digits[3:6], digits[6:]
-    style = rng.randrange(5)
-    return [f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1-{a}-{b}-{c}"][style]
+    if style == 7:
+        return f"1-{a}-{b}-{c}"
+    if style == 8:
+        return f"1 ({a}) {b}-{c}"
+    if style == 10:
+        return digits  # bare ten digits: the detector needs a phone word nearby
+    if style == 11:
+        return f"+1{digits}"
+    return [f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"+1 {a} {b} {c}", f"+1-{a}-{b}-{c}", f"({a}){b}-{c}", f"{a} {b} {c}"][style]
 
 
 def _ssn(rng: random.Random) -> str:
     while True:
         area, group, serial = rng.randint(1, 899), rng.randint(1, 99), rng.randint(1, 9999)
         if area != 666:
-            return f"{area:03d}-{group:02d}-{serial:04d}"
+            break
+    # dashes mostly; spaces; or bare nine digits (every SSN line names the SSN before it)
+    sep = rng.choice(["-", "-", "-", "-", "-", " ", ""])
+    return f"{area:03d}{sep}{group:02d}{sep}{serial:04d}"
 
 
 def _card(rng: random.Random) -> str:
     brand = rng.choice(["visa", "visa", "mastercard", "amex", "discover"])
+    length = 19 if brand == "visa" and rng.random() < 0.05 else 16
     if brand == "visa":
-        partial = "4" + "".join(rng.choice(string.digits) for _ in range(14))
+        partial = "4" + "".join(rng.choice(string.digits) for _ in range(length - 2))
     elif brand == "mastercard":
         partial = str(rng.randint(51, 55)) + "".join(rng.choice(string.digits) for _ in range(13))
     elif brand == "amex":
@@ -125,19 +172,41 @@ def _card(rng: random.Random) -> str:
     if brand == "amex":
         groups = [number[:4], number[4:10], number[10:]]
     else:
-        groups = [number[i : i + 4] for i in range(0, 16, 4)]
+        groups = [number[i : i + 4] for i in range(0, len(number), 4)]  # 4-4-4-4 or 4-4-4-4-3
     sep = rng.choice([" ", "-", ""])
     return sep.join(groups)
 
 
+def _unit(rng: random.Random) -> str:
+    word = rng.choice(vocab.UNIT_WORDS)
+    number = rng.choice([str(rng.randint(1, 1200)), f"{rng.randint(1, 40)}{rng.choice('ABCDEF')}", rng.choice("ABCDEF")])
+    if word == "#":
+        return f" #{number}" if number[0].isdigit() else f", Apt {number}"
+    return f"{rng.choice([',', ''])} {word} {number}"
+
+
 def _street_address(rng: random.Random, full: bool) -> str:
-    street = f"{rng.randint(1, 9899)} {rng.choice(vocab.STREET_PREFIXES)}{rng.choice(vocab.STREET_NAMES)} {rng.choice(vocab.STREET_SUFFIXES)}"
-    if rng.random() < 0.25:
-        street += f", {rng.choice(['Apt', 'Suite', 'Unit'])} {rng.randint(1, 1200)}"
+    if rng.random() < 0.08:
+        street = f"{rng.choice(['PO Box', 'P.O. Box', 'P.O. Box'])} {rng.randint(1, 99999)}"
+    else:
+        number = str(rng.randint(1, 9899))
+        if rng.random() < 0.05:
+            number += rng.choice("ABCD")  # 221B
+        name = f"{rng.choice(vocab.STREET_PREFIXES)}{rng.choice(vocab.STREET_NAMES)}"
+        if rng.random() < 0.15:
+            name += f" {rng.choice(vocab.STREET_NAMES)}"
+        street = f"{number} {name} {rng.choice(vocab.STREET_SUFFIXES)}"
+        if rng.random() < 0.12:
+            street += f" {rng.choice(vocab.STREET_DIRECTIONS)}"
+        if rng.random() < 0.25:
+            street += _unit(rng)
     if not full:
         return street
     city, state, zip3 = rng.choice(vocab.CITIES)
-    return f"{street}, {city}, {state} {zip3}{rng.randint(0, 99):02d}"
+    zip_code = f"{zip3}{rng.randint(0, 99):02d}"
+    if rng.random() < 0.1:
+        zip_code += f"-{rng.randint(1, 9999):04d}"
+    return f"{street}, {city}, {state} {zip_code}"
 
 
 def _ipv4(rng: random.Random) -> str:
@@ -147,24 +216,42 @@ def _ipv4(rng: random.Random) -> str:
 
 def _ipv6(rng: random.Random) -> str:
     groups = [f"{rng.randint(0, 0xFFFF):x}" for _ in range(6)]
+    style = rng.randrange(4)
+    if style == 0:
+        return "2001:db8::" + ":".join(groups[:3])  # compressed
+    if style == 1:
+        return "fe80::" + ":".join(groups[:4])  # link-local
     return "2001:db8:" + ":".join(groups)
 
 
+def _bic(rng: random.Random, country: str) -> str:
+    bank = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
+    return bank + country + rng.choice(["XX", "2L", "FF", "BB"]) + rng.choice(["", "XXX"])
+
+
+# Countries whose BBAN starts with a four-letter bank code.
+_IBAN_LETTER_BANKS = {"GB", "NL", "QA", "KW", "MT", "IE", "BH", "JO", "MU"}
+_IBAN_COUNTRIES = ["DE", "GB", "FR", "NL", "ES", "IT", "CH", "BE", "AT", "PL", "IE", "PT", "NO", "SE",
+                   "SA", "AE", "BR", "QA", "KW", "TR", "MT", "JO"]
+
+
 def _iban(rng: random.Random) -> str:
-    country = rng.choice(["DE", "GB", "FR", "NL", "ES", "IT"])
+    country = rng.choice(_IBAN_COUNTRIES)
     length = validators.IBAN_LENGTHS[country]
-    if country == "GB":
+    rest = length - 4
+    bban = ""
+    if country in _IBAN_LETTER_BANKS:
         bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
-        bban += "".join(rng.choice(string.digits) for _ in range(length - 8))
-    elif country == "NL":
-        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4))
-        bban += "".join(rng.choice(string.digits) for _ in range(length - 8))
-    else:
-        bban = "".join(rng.choice(string.digits) for _ in range(length - 4))
+    bban += "".join(rng.choice(string.digits) for _ in range(rest - len(bban)))
     compact = country + validators.iban_check_digits(country, bban) + bban
-    if rng.random() < 0.5:
-        return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
-    return compact
+    style = rng.randrange(10)
+    if style < 4:
+        value = " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    elif style == 4:
+        value = "-".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    else:
+        value = compact
+    return value.lower() if style in (3, 8, 9) else value
 
 
 _KEY_ALPHABET = string.ascii_letters + string.digits
@@ -180,7 +267,14 @@ def _api_key(rng: random.Random) -> str:
             ):
                 return token
 
-    style = rng.randrange(5)
+    style = rng.randrange(6)
+    if style == 5:  # AWS secret access key: 40 base64 characters, with '/' or '+'
+        while True:
+            token = run(40, _KEY_ALPHABET + "/+")
+            if ("/" in token or "+" in token) and any(c.isupper() for c in token) and any(
+                c.islower() for c in token
+            ) and any(c.isdigit() for c in token):
+                return token
     if style == 0:
         return "sk_live_" + run(24)
     if style == 1:
@@ -193,7 +287,7 @@ def _api_key(rng: random.Random) -> str:
 
 
 def _email_local(rng: random.Random, first: str, last: str) -> str:
-    f, l = first.lower(), last.lower()
+    f, l = first.lower(), last.lower()  # O'Brien gives john.o'brien
     return rng.choice([f"{f}.{l}", f"{f[0]}{l}", f"{f}{l[0]}", f"{f}_{l}", f"{f}.{l}{rng.randint(1, 99)}"])
 
 
@@ -204,7 +298,8 @@ def make_person(rng: random.Random, index: int) -> Person:
         person_id=f"person-{index:05d}",
         first=first,
         last=last,
-        work_email=f"{_email_local(rng, first, last)}@{domain}",
+        work_email=f"{_email_local(rng, first, last)}@"
+        + (f"{rng.choice(vocab.MAIL_SUBDOMAINS)}.{domain}" if rng.random() < 0.2 else domain),
         personal_email=f"{_email_local(rng, first, last)}{rng.randint(1, 999)}@{rng.choice(vocab.FREE_MAIL)}",
         company=company,
         title=rng.choice(vocab.TITLES),
@@ -238,6 +333,27 @@ def _firmware(rng: random.Random) -> str:
     return f"{rng.randint(1, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}.{rng.randint(256, 9999)}"
 
 
+def _version4(rng: random.Random) -> str:
+    """Four dotted parts that also make a valid IPv4 address; written after 'version' / 'build'."""
+    return f"{rng.randint(1, 12)}.{rng.randint(0, 20)}.{rng.randint(0, 40)}.{rng.randint(1, 250)}"
+
+
+def _identifier(rng: random.Random) -> str:
+    """A camelCase or PascalCase name: mixed case and digits, like a key, but made of words."""
+    nouns = "".join(rng.sample(vocab.IDENT_NOUNS, rng.randint(2, 4)))
+    if rng.random() < 0.5:
+        return rng.choice(vocab.IDENT_VERBS) + nouns + rng.choice(vocab.IDENT_SUFFIXES)
+    return rng.choice(vocab.IDENT_PREFIXES) + nouns + rng.choice(vocab.IDENT_SUFFIXES)
+
+
+def _digits_lookalike(rng: random.Random, n: int, valid: Callable[[str], bool]) -> str:
+    """``n`` digits that pass ``valid`` (a phone or SSN shape) but are a reference number."""
+    while True:
+        value = str(rng.randint(2 * 10 ** (n - 1), 10**n - 1))
+        if valid(value):
+            return value
+
+
 def _commit(rng: random.Random) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(40))
 
@@ -253,6 +369,7 @@ def _uuid(rng: random.Random) -> str:
 _TOPIC_LINES: dict[str, list[str]] = {
     "meeting": [
         "Can you call me at {phone} when you are free {weekday}?",
+        "Text me at {phone} once you land.",
         "My cell is {phone} if the conference bridge acts up again.",
         "Let's meet at {time} on {weekday} to go over the {project}.",
         "If I'm not at my desk, try {phone} and leave a message.",
@@ -262,11 +379,16 @@ _TOPIC_LINES: dict[str, list[str]] = {
         "The card on file is {card}; the billing address is {address}.",
         "Your order number is {order} and it should ship {weekday}.",
         "I was charged twice for order {order}, can you check?",
+        "Card {card} cvv {cvv}, exp {exp}.",
+        "Order form: {product} qty {qty} {card} exp {exp}.",
+        "Card number {card} {cvv} (the last three are the security code).",
     ],
     "hr": [
         "For the payroll form, my SSN is {ssn}.",
         "Here is the info for the benefits enrollment: SSN {ssn}, home address {address}.",
         "The employee reference on the letter is {ssn_like}, not my SSN.",
+        "Social security number: {ssn}.",
+        "The claim number is {claim9}, not my SSN.",
         "Please update my mailing address to {address} before the next pay period.",
         "You can reach me at {personal_email} while I'm on leave.",
     ],
@@ -277,16 +399,25 @@ _TOPIC_LINES: dict[str, list[str]] = {
         "Rotate the key {api_key} once the {project} cutover is done.",
         "The controller is still on firmware {firmware}; the fix landed in commit {commit}.",
         "Ticket {uuid} is tracking the outage.",
+        "We upgraded the agent to version {version4} last night.",
+        "QA signed off on build {version4}.",
+        "The stack trace points at {identifier} again.",
+        "Please rename {identifier} before the {project} release.",
+        "The log separates fields with :: so grep for that.",
+        "For the S3 export use secret {api_key} with the usual key id.",
     ],
     "shipping": [
         "Please ship the {product} to {address}.",
         "My new address is {address}, effective {weekday}.",
         "The courier will call {phone} before delivery.",
+        "Your tracking number is {track9}.",
     ],
     "wire": [
         "Please wire the refund to IBAN {iban}.",
         "Our bank details for the {project} invoice: IBAN {iban}, reference INV-{year}-{inv}.",
         "The transfer to {iban} should clear by {weekday}.",
+        "Bank details: IBAN {iban} BIC {bic}.",
+        "The wire confirmation number is {conf10}.",
     ],
 }
 
@@ -320,6 +451,14 @@ def _common_fields(rng: random.Random, author: Person, other: Person) -> dict[st
         "firmware": _firmware(rng),
         "commit": _commit(rng),
         "uuid": _uuid(rng),
+        "cvv": f"{rng.randint(100, 999)}",
+        "qty": str(rng.randint(1, 12)),
+        "bic": _bic(rng, author.iban[:2].upper()),
+        "version4": _version4(rng),
+        "identifier": _identifier(rng),
+        "claim9": _digits_lookalike(rng, 9, validators.ssn_valid),
+        "track9": _digits_lookalike(rng, 9, validators.ssn_valid),
+        "conf10": _digits_lookalike(rng, 10, validators.nanp_valid),
     }
 
 

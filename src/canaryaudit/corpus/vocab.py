@@ -37,6 +37,7 @@ Robertson Boyd Rose Stone Salazar Fox Warren Mills Meyer Rice Schmidt Garza Dani
 Nichols Stephens Soto Weaver Ryan Gardner Payne Grant Dunn Kelley Spencer Hawkins Arnold Pierce
 Hansen Peters Santos Hart Bradley Knight Elliott Cunningham Duncan Armstrong Hudson Carroll
 Okafor Nakamura Tanaka Kowalski Novak Ivanova Haddad Mensah Sharma Iyer Zhang Wang Liu Yamamoto
+O'Brien O'Connor O'Neill D'Angelo McCarthy MacDonald McKenzie
 """.split()
 
 STREET_NAMES = """
@@ -44,13 +45,24 @@ Oak Maple Pine Cedar Elm Walnut Willow Birch Chestnut Spruce Hickory Magnolia Sy
 Main Church Park Lake Hill River Spring Meadow Forest Sunset Highland Ridge Valley Mill Bridge
 Washington Lincoln Jefferson Madison Franklin Jackson Adams Monroe Wilson Lafayette Harrison
 Cherry Dogwood Laurel Juniper Poplar Cypress Holly Hawthorn Orchard Prairie Canyon Harbor
+McDonald McKinley O'Connor O'Hara MacArthur LaSalle DeKalb Pennsylvania
+1st 2nd 3rd 4th 5th 7th 12th 21st 23rd 42nd 101st
 """.split()
 
-STREET_PREFIXES = ["", "", "", "", "North ", "South ", "East ", "West ", "Old ", "Little "]
+STREET_PREFIXES = [
+    "", "", "", "", "", "", "North ", "South ", "East ", "West ", "Old ", "Little ",
+    "N. ", "S. ", "E. ", "W. ", "N ", "NE ", "SW ",
+]
+
+# Quadrant / direction after the suffix: 1600 Pennsylvania Avenue NW.
+STREET_DIRECTIONS = ["NW", "NE", "SW", "SE", "N", "S", "E", "W"]
+
+UNIT_WORDS = ["Apt", "Apt.", "Suite", "Ste", "Unit", "#"]
 
 STREET_SUFFIXES = [
     "Street", "St", "Avenue", "Ave", "Road", "Rd", "Boulevard", "Blvd", "Lane", "Ln",
     "Drive", "Dr", "Court", "Ct", "Way", "Place", "Pl", "Terrace", "Circle", "Parkway",
+    "St.", "Ave.", "Rd.", "Highway", "Square", "Trail", "Plaza",
 ]
 
 CITIES = [
@@ -64,6 +76,8 @@ CITIES = [
     ("Kansas City", "MO", "641"), ("Richmond", "VA", "232"), ("Albany", "NY", "122"),
     ("Pittsburgh", "PA", "152"), ("Minneapolis", "MN", "554"), ("Louisville", "KY", "402"),
     ("Baton Rouge", "LA", "708"), ("Des Moines", "IA", "503"), ("Spokane", "WA", "992"),
+    ("Washington", "DC", "200"), ("McAllen", "TX", "785"), ("O'Fallon", "MO", "633"),
+    ("St Paul", "MN", "551"), ("New York", "NY", "100"),
 ]
 
 COMPANIES = [
@@ -76,6 +90,9 @@ COMPANIES = [
     ("Oakmont Realty", "oakmontrealty.com"), ("Brightwater Utilities", "brightwater.us"),
     ("Copperline Telecom", "copperline.net"), ("Aster Biotech", "asterbio.com"),
 ]
+
+# Work mail sometimes goes through a subdomain: jane.doe@mail.northwind-energy.com.
+MAIL_SUBDOMAINS = ["mail", "corp", "us", "eu", "hq"]
 
 FREE_MAIL = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "aol.com", "proton.me", "icloud.com"]
 
@@ -141,3 +158,22 @@ TOPIC_SUBJECTS = {
     "shipping": ["new address", "delivery of the {product}", "RE: shipping details", "mailing address update"],
     "wire": ["wire transfer", "RE: bank details", "vendor payment for the {project}", "refund"],
 }
+
+# camelCase / PascalCase identifiers for IT tickets: look-alikes of generic API keys.
+IDENT_VERBS = ["get", "set", "load", "fetch", "build", "update", "parse", "create", "validate", "compute", "render", "handle"]
+IDENT_NOUNS = [
+    "User", "Account", "Balance", "Report", "Order", "Invoice", "Payment", "Session", "Token", "Cache",
+    "Config", "Factory", "Proxy", "Singleton", "Handler", "Manager", "Service", "Controller", "Request",
+    "Response", "Customer", "Ledger", "Trade", "Position", "Schedule", "Pipeline", "Http", "Json",
+]
+IDENT_PREFIXES = ["Abstract", "Default", "Simple", "Base", "Legacy", "Async", "XML", "HTTP"]
+IDENT_SUFFIXES = ["2023Q4", "V2", "Impl", "2", "Bean2", "Test", "2002", "Q3", "V10", ""]
+
+# Country calling code and the digit groups of a national number (E.164, invented digits).
+INTERNATIONAL_PHONES = [
+    ("44", (2, 4, 4)), ("44", (4, 6)), ("49", (2, 6)), ("49", (2, 7)), ("49", (3, 8)), ("33", (1, 2, 2, 2, 2)),
+    ("81", (1, 4, 4)), ("91", (5, 5)), ("61", (1, 4, 4)), ("55", (2, 5, 4)), ("52", (2, 4, 4)),
+    ("353", (1, 3, 4)), ("41", (2, 3, 2, 2)), ("31", (2, 3, 4)), ("34", (3, 3, 3)), ("39", (2, 4, 4)),
+    ("7", (3, 3, 2, 2)), ("86", (2, 4, 4)), ("971", (1, 3, 4)), ("966", (2, 3, 4)),
+]
+TOLL_FREE_AREAS = ["800", "888", "877", "866", "855", "844", "833"]

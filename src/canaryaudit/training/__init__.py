@@ -1,0 +1,1 @@
+"""Language-model training: tokenizers, model registry, DP-SGD, the training loop."""

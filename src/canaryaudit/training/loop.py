@@ -1,0 +1,343 @@
+"""The training loop: plain or DP-SGD, evaluation each epoch, checkpoints and exact resume.
+
+Losses are in nats per token (lower = better); perplexity = exp(loss).
+Randomness: the model is initialised from ``seed``; batch sampling and DP noise
+use dedicated generators re-seeded from (seed, epoch) at each epoch start, so a
+run resumed from an epoch checkpoint follows exactly the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from canaryaudit.config import TrainSettings
+from canaryaudit.errors import CanaryAuditError, ParamsError
+from canaryaudit.training.checkpoint import (
+    Checkpoint,
+    join_optimizer_state,
+    load_checkpoint,
+    save_checkpoint,
+    split_optimizer_state,
+)
+from canaryaudit.training.dp import DpPlan, plan_dp
+
+log = logging.getLogger("canaryaudit.train")
+
+
+class TrainingDiverged(CanaryAuditError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    train_loss: float  # nats/token, mean over the epoch's batches
+    valid_loss: float  # nats/token
+    valid_perplexity: float
+    epsilon: float | None  # accountant's epsilon so far (DP only)
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the trained model, unwrapped from Opacus
+    history: list[EpochRecord]
+    steps: int
+    epochs_run: int
+    stopped_early: bool
+    test_loss: float
+    test_perplexity: float
+    dp: DpPlan | None
+    epsilon: float | None
+    train_seconds: float
+    tokens_per_second: float
+    peak_memory_bytes: int
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total_steps <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def grad_sample_mode(settings: TrainSettings) -> str:
+    """Opacus' per-sample gradient path for these settings (``auto``: see DpParams)."""
+    mode = settings.dp.grad_sample_mode
+    if mode != "auto":
+        return mode
+    return "hooks" if settings.model.arch == "lstm" else "ew"
+
+
+def make_optimizer(settings: TrainSettings, params) -> torch.optim.Optimizer:
+    o = settings.optimizer
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+    return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorDataset, batch_size: int, device: torch.device) -> float:
+    """Mean next-token loss over every target token of ``data``, in nats/token."""
+    model.eval()
+    total, count = 0.0, 0
+    for inputs, targets in DataLoader(data, batch_size=batch_size):
+        logits = model(inputs.to(device)).float()
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1), reduction="sum")
+        total += float(loss)
+        count += targets.numel()
+    model.train()
+    return total / max(count, 1)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "_module", model)
+
+
+class Trainer:
+    """Trains ``model`` on (train, valid, test) sequence datasets with ``settings``."""
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        model: nn.Module,
+        train: TensorDataset,
+        valid: TensorDataset,
+        test: TensorDataset,
+        *,
+        key: str = "train",
+        checkpoint_dir: Path | None = None,
+        checkpoint_key: str = "",
+        progress: bool = True,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.key = key  # dotted params prefix named in errors, e.g. train.variants.dp
+        self.device = resolve_device(settings.device)
+        self.model = model.to(self.device)
+        self.train_set, self.valid_set, self.test_set = train, valid, test
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_key = checkpoint_key
+        self.progress = progress
+        self.on_epoch = on_epoch
+        self.sample_gen = torch.Generator().manual_seed(settings.seed)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
+        self.autocast = self.device.type == "cuda" and not settings.dp.enabled  # bf16; DP stays fp32
+
+    # ------------------------------------------------------------------ set-up
+
+    def _steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_set) / self.s.batch_size)
+
+    def _total_steps(self) -> int:
+        total = self.s.epochs * self._steps_per_epoch()
+        return min(total, self.s.max_steps) if self.s.max_steps else total
+
+    def _build(self):
+        loader = DataLoader(self.train_set, batch_size=self.s.batch_size, shuffle=True, generator=self.sample_gen)
+        optimizer = make_optimizer(self.s, self.model.parameters())
+        if not self.s.dp.enabled:
+            return self.model, optimizer, loader, None, None
+        from opacus import PrivacyEngine
+        from opacus.validators import ModuleValidator
+
+        errors = ModuleValidator.validate(self.model, strict=False)
+        if errors:
+            raise ParamsError(f"{self.key}.model.arch: DP-SGD cannot train this model: {errors[0]}")
+        plan = plan_dp(self.s.dp, len(self.train_set), self.s.batch_size, self._total_steps(), self.key)
+        engine = PrivacyEngine(accountant=plan.accountant)
+        model, optimizer, loader = engine.make_private(
+            module=self.model, optimizer=optimizer, data_loader=loader,
+            noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+            poisson_sampling=True, noise_generator=self.noise_gen, grad_sample_mode=grad_sample_mode(self.s),
+        )
+        return model, optimizer, loader, engine, plan
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save(self, epoch: int, step: int, history: list[EpochRecord], optimizer, engine, best) -> None:
+        if self.checkpoint_dir is None:
+            return
+        base = getattr(optimizer, "original_optimizer", optimizer)
+        opt_tensors, opt_rest = split_optimizer_state(base.state_dict())
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in _unwrap(self.model).state_dict().items()}
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {
+            "key": self.checkpoint_key, "step": step, "history": [asdict(h) for h in history],
+            "optimizer": opt_rest, "accountant": [list(h) for h in engine.accountant.history] if engine else [],
+            "best": best[:2] if best else None,
+        }
+        if best is not None:
+            tensors.update({f"best.{k}": v for k, v in best[2].items()})
+        save_checkpoint(self.checkpoint_dir, Checkpoint(epoch, tensors, meta))
+
+    def _restore(self, optimizer, engine):
+        if self.checkpoint_dir is None:
+            return 0, 0, [], None
+        ckpt = load_checkpoint(self.checkpoint_dir, self.checkpoint_key)
+        if ckpt is None:
+            return 0, 0, [], None
+        weights = {k[6:]: v for k, v in ckpt.tensors.items() if k.startswith("model.")}
+        _unwrap(self.model).load_state_dict(weights)
+        base = getattr(optimizer, "original_optimizer", optimizer)
+        base.load_state_dict(join_optimizer_state(ckpt.tensors, ckpt.meta["optimizer"]))
+        torch.set_rng_state(ckpt.tensors["rng.torch"])
+        if engine is not None:
+            engine.accountant.history = [tuple(h) for h in ckpt.meta["accountant"]]
+        best = None
+        if ckpt.meta.get("best"):
+            best_weights = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")}
+            best = (*ckpt.meta["best"], best_weights)
+        history = [EpochRecord(**h) for h in ckpt.meta["history"]]
+        log.info("resuming after epoch %d (step %d) from %s", ckpt.epoch, ckpt.meta["step"], self.checkpoint_dir)
+        return ckpt.epoch, int(ckpt.meta["step"]), history, best
+
+    # ------------------------------------------------------------------ loop
+
+    def _batches(self, loader, optimizer):
+        """Logical batches as lists of physical micro-batches (BatchMemoryManager splits under DP)."""
+        physical = self.s.physical_batch_size
+        if self.s.dp.enabled:
+            if physical < self.s.batch_size:
+                from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+                with BatchMemoryManager(data_loader=loader, max_physical_batch_size=physical, optimizer=optimizer) as mem:
+                    for batch in mem:
+                        yield [batch]  # Opacus skips the step until the logical batch is complete
+                return
+            for batch in loader:
+                yield [batch]
+            return
+        for inputs, targets in loader:
+            yield [(inputs[i : i + physical], targets[i : i + physical]) for i in range(0, len(inputs), physical)]
+
+    def _loss(self, model, inputs, targets) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            logits = model(inputs.to(self.device))
+        return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.to(self.device).reshape(-1))
+
+    def run(self) -> TrainResult:
+        torch.manual_seed(self.s.seed)
+        model, optimizer, loader, engine, plan = self._build()
+        start_epoch, step, history, best = self._restore(optimizer, engine)
+        resumed_from = start_epoch
+        total_steps = self._total_steps()
+        tokens_per_step = self.s.batch_size * self.train_set.tensors[0].shape[1]
+        started = time.perf_counter()
+        trained_steps = 0
+        stale_epochs = 0 if best is None else sum(1 for h in history if h.epoch > best[0])
+        stopped_early = False
+        model.train()
+        for epoch in range(start_epoch + 1, self.s.epochs + 1):
+            if step >= total_steps:
+                break
+            epoch_start = time.perf_counter()
+            self.sample_gen.manual_seed(self.s.seed * 100_003 + epoch)
+            self.noise_gen.manual_seed(self.s.seed * 100_019 + epoch)
+            losses: list[float] = []
+            bar = tqdm(total=min(self._steps_per_epoch(), total_steps - step), desc=f"epoch {epoch}/{self.s.epochs}",
+                       unit="step", disable=not self.progress, mininterval=2.0, leave=False)
+            for micro_batches in self._batches(loader, optimizer):
+                lr = self.s.optimizer.lr * lr_factor(step, total_steps, self.s.optimizer.warmup_steps, self.s.optimizer.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.zero_grad(set_to_none=True)
+                batch_size = sum(len(x) for x, _ in micro_batches)
+                batch_loss = 0.0
+                for inputs, targets in micro_batches:
+                    if len(inputs) == 0:
+                        continue  # Poisson sampling can draw an empty batch
+                    loss = self._loss(model, inputs, targets)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"{self.key}: loss became {float(loss)} at epoch {epoch}, step {step}; "
+                            f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.checkpoint_dir}; "
+                            "lower train.optimizer.lr or raise dp.max_grad_norm"
+                        )
+                    weight = len(inputs) / batch_size if not self.s.dp.enabled else 1.0
+                    (loss * weight).backward()
+                    batch_loss += loss.item() * len(inputs) / max(batch_size, 1)
+                optimizer.step()
+                if self.s.dp.enabled and getattr(optimizer, "_is_last_step_skipped", False):
+                    continue  # BatchMemoryManager: a physical batch inside a logical one
+                losses.append(batch_loss)
+                step += 1
+                trained_steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{batch_loss:.3f}", refresh=False)
+                if step >= total_steps:
+                    break
+            bar.close()
+            valid_loss = evaluate(_unwrap(model), self.valid_set, self.s.eval_batch_size, self.device)
+            epsilon = float(engine.get_epsilon(plan.delta)) if engine is not None and step > 0 else None
+            record = EpochRecord(epoch, step, sum(losses) / max(len(losses), 1), valid_loss, math.exp(min(valid_loss, 50.0)),
+                                 epsilon, time.perf_counter() - epoch_start)
+            history.append(record)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / max(trained_steps, 1) * (total_steps - step)
+            log.info("epoch %d/%d: train %.4f, valid %.4f nats/token (ppl %.2f)%s, %.0f tokens/s, ETA %.0f s",
+                     epoch, self.s.epochs, record.train_loss, valid_loss, record.valid_perplexity,
+                     f", epsilon {epsilon:.3f}" if epsilon is not None else "",
+                     trained_steps * tokens_per_step / max(elapsed, 1e-9), eta)
+            if best is None or valid_loss < best[1]:
+                best = (epoch, valid_loss, {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
+                stale_epochs = 0
+            else:
+                stale_epochs += 1
+            self._save(epoch, step, history, optimizer, engine, best if self.s.early_stopping_patience else None)
+            if self.on_epoch:
+                self.on_epoch(record)  # after the checkpoint: an interruption here loses nothing
+            if self.s.early_stopping_patience and stale_epochs >= self.s.early_stopping_patience:
+                stopped_early = True
+                log.info("early stopping: no validation improvement for %d epochs", stale_epochs)
+                break
+        train_seconds = time.perf_counter() - started
+        final = _unwrap(model)
+        if self.s.early_stopping_patience and best is not None:
+            final.load_state_dict(best[2])  # keep the best-validation weights
+        test_loss = evaluate(final, self.test_set, self.s.eval_batch_size, self.device)
+        epsilon = float(engine.get_epsilon(plan.delta)) if engine is not None and step > 0 else None
+        return TrainResult(
+            model=final.eval(), history=history, steps=step, epochs_run=len(history), stopped_early=stopped_early,
+            test_loss=test_loss, test_perplexity=math.exp(min(test_loss, 50.0)), dp=plan, epsilon=epsilon,
+            train_seconds=train_seconds, tokens_per_second=trained_steps * tokens_per_step / max(train_seconds, 1e-9),
+            peak_memory_bytes=_peak_memory(self.device), resumed_from_epoch=resumed_from,
+        )
+

@@ -1,0 +1,129 @@
+"""From texts and settings to a trained variant: tokenizer, datasets, model, card and report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from canaryaudit.config import TrainSettings
+from canaryaudit.errors import ParamsError
+from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stream
+from canaryaudit.training.loop import TrainResult
+from canaryaudit.training.models import ModelSpec, build_model, count_parameters, hf_path, load_pretrained
+from canaryaudit.training.tokenizers import Tokenizer, TokenizerOptions, build_tokenizer
+
+PRIVACY_UNIT = (
+    "one training sequence: a chunk of {context} consecutive tokens of the training token stream, "
+    "sampled with Poisson sampling. A canary inserted k times sits in up to k sequences, so its "
+    "guarantee is group privacy: (k*epsilon, k*exp((k-1)*epsilon)*delta)."
+)
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: TensorDataset
+    valid: TensorDataset
+    test: TensorDataset
+
+
+def prepare_data(
+    settings: TrainSettings, train_texts: Sequence[str], valid_texts: Sequence[str], test_texts: Sequence[str]
+) -> PreparedData:
+    """Train (or load) the tokenizer on the training texts and cut every split into sequences."""
+    options = TokenizerOptions(settings.tokenizer.bpe_vocab_size, hf_path(settings.model.arch))
+    tokenizer = build_tokenizer(settings.tokenizer.kind, train_texts, options)
+    context = settings.model.context
+    sets = []
+    for name, texts in (("train", train_texts), ("valid", valid_texts), ("test", test_texts)):
+        try:
+            sets.append(sequence_dataset(chunk_stream(token_stream(texts, tokenizer), context)))
+        except ValueError as exc:
+            raise ParamsError(f"train.model.context: the {name} split is too small: {exc}") from None
+    return PreparedData(tokenizer, *sets)
+
+
+def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer) -> tuple[nn.Module, ModelSpec]:
+    """A fresh (gpt2, lstm) or pretrained (hf:PATH) model, initialised from ``settings.seed``."""
+    torch.manual_seed(settings.seed)
+    m = settings.model
+    path = hf_path(m.arch)
+    if path is not None:
+        model, hf_config = load_pretrained(path)
+        spec = ModelSpec(arch=m.arch, vocab_size=tokenizer.vocab_size, context=m.context, hf_config=hf_config)
+        if tokenizer.vocab_size > _embedding_rows(model):
+            raise ParamsError(f"train.model.arch: hf:{path}: tokenizer has more tokens than the model's embedding")
+        return model, spec
+    spec = ModelSpec(
+        arch=m.arch, vocab_size=tokenizer.vocab_size, layers=m.layers, width=m.width, heads=m.heads,
+        context=m.context, dropout=m.dropout, dp_layers=settings.dp.enabled and m.arch == "lstm",
+    )
+    return build_model(spec), spec
+
+
+def _embedding_rows(model: nn.Module) -> int:
+    embeddings = [mod for mod in model.modules() if isinstance(mod, nn.Embedding)]
+    return embeddings[0].num_embeddings if embeddings else 0
+
+
+def settings_hash(settings: TrainSettings, data_sha256: str) -> str:
+    """Key of a checkpoint: resume only with the same settings and the same training data."""
+    payload = json.dumps({"settings": settings.model_dump(mode="json"), "data": data_sha256}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def model_card(variant: str, settings: TrainSettings, spec: ModelSpec, model: nn.Module, result: TrainResult,
+               data_sha256: str) -> dict[str, Any]:
+    dp = result.dp
+    return {
+        "variant": variant,
+        "arch": spec.arch,
+        "parameters": count_parameters(model),
+        "vocab_size": spec.vocab_size,
+        "tokenizer": settings.tokenizer.kind,
+        "context": spec.context,
+        "training_data_sha256": data_sha256,
+        "dp": None if dp is None else {
+            "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm,
+            "sample_rate": dp.sample_rate, "delta": dp.delta, "accountant": dp.accountant,
+            "epsilon": result.epsilon, "steps": result.steps,
+            "privacy_unit": PRIVACY_UNIT.format(context=spec.context),
+        },
+        "test_loss_nats_per_token": result.test_loss,
+        "test_perplexity": result.test_perplexity,
+        "settings": settings.model_dump(mode="json"),
+    }
+
+
+def train_report(variant: str, result: TrainResult, parameters: int) -> dict[str, Any]:
+    """reports/train/V.json: final metrics (losses in nats/token; times in s; memory in bytes)."""
+    dp = result.dp
+    return {
+        "variant": variant,
+        "parameters": parameters,
+        "test_loss": result.test_loss,
+        "test_perplexity": result.test_perplexity,
+        "valid_loss": result.history[-1].valid_loss if result.history else math.nan,
+        "epsilon": result.epsilon,
+        "delta": dp.delta if dp else None,
+        "noise_multiplier": dp.noise_multiplier if dp else None,
+        "steps": result.steps,
+        "epochs": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_seconds": result.train_seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }
+
+
+def loss_series(result: TrainResult) -> list[dict[str, Any]]:
+    return [asdict(h) for h in result.history]

@@ -1,0 +1,200 @@
+"""Tokenizers, registered by ``train.tokenizer.kind``: char (default), bpe, pretrained.
+
+Character-level is the default because each digit of a canary is then one
+token, which keeps exact exposure (enumerating the randomness tree) tractable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from canaryaudit.errors import DataError, ParamsError
+from canaryaudit.io import atomic_open, read_json
+from canaryaudit.registry import Registry
+
+EOS = "<eos>"  # separates documents in the token stream
+UNK = "<unk>"  # characters unseen in training
+
+
+class Tokenizer(Protocol):
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def eos_id(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def save(self, folder: Path) -> None: ...
+
+
+class CharTokenizer:
+    """One token per Unicode character seen in training, plus <eos> and <unk>."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.itos: list[str] = [EOS, UNK, *chars]
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        return cls(sorted(seen))  # sorted: the same data always gives the same ids
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    @property
+    def eos_id(self) -> int:
+        return 0
+
+    def encode(self, text: str) -> list[int]:
+        unk = 1
+        return [self.stoi.get(ch, unk) for ch in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.itos[i] if i > 1 else ("\n\n" if i == 0 else "\ufffd") for i in ids)
+
+    def save(self, folder: Path) -> None:
+        with atomic_open(folder / "tokenizer.json") as handle:
+            json.dump({"kind": self.kind, "chars": self.itos[2:]}, handle, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, folder: Path) -> CharTokenizer:
+        return cls(read_json(folder / "tokenizer.json")["chars"])
+
+
+class BpeTokenizer:
+    """Byte-level BPE trained on the corpus with the `tokenizers` library."""
+
+    kind = "bpe"
+
+    def __init__(self, backend) -> None:  # a tokenizers.Tokenizer
+        self.backend = backend
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
+        from tokenizers import Tokenizer as HfTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        backend = HfTokenizer(models.BPE(unk_token=None))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        backend.train_from_iterator(texts, trainer=trainer)
+        return cls(backend)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    @property
+    def eos_id(self) -> int:
+        return self.backend.token_to_id(EOS)
+
+    def encode(self, text: str) -> list[int]:
+        return self.backend.encode(text).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids))
+
+    def save(self, folder: Path) -> None:
+        with atomic_open(folder / "tokenizer.json") as handle:
+            handle.write(self.backend.to_str())
+        with atomic_open(folder / "tokenizer_kind.json") as handle:
+            json.dump({"kind": self.kind}, handle)
+
+    @classmethod
+    def load(cls, folder: Path) -> BpeTokenizer:
+        from tokenizers import Tokenizer as HfTokenizer
+
+        return cls(HfTokenizer.from_file(str(folder / "tokenizer.json")))
+
+
+class PretrainedTokenizer:
+    """The tokenizer saved with a pretrained model (``hf:PATH`` models)."""
+
+    kind = "pretrained"
+
+    def __init__(self, backend) -> None:  # a transformers PreTrainedTokenizerBase
+        self.backend = backend
+
+    @classmethod
+    def from_path(cls, path: str) -> PretrainedTokenizer:
+        from transformers import AutoTokenizer
+
+        try:
+            return cls(AutoTokenizer.from_pretrained(path))
+        except (OSError, ValueError) as exc:
+            raise DataError(path, f"no usable tokenizer ({str(exc)[:200]})") from None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.backend)
+
+    @property
+    def eos_id(self) -> int:
+        eos = self.backend.eos_token_id
+        return int(eos) if eos is not None else 0
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.backend.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.backend.decode(list(ids))
+
+    def save(self, folder: Path) -> None:
+        self.backend.save_pretrained(str(folder))
+        with atomic_open(folder / "tokenizer_kind.json") as handle:
+            json.dump({"kind": self.kind}, handle)
+
+
+@dataclass(frozen=True)
+class TokenizerOptions:
+    bpe_vocab_size: int = 512
+    pretrained_path: str | None = None  # the hf:PATH model's folder or hub name
+
+
+def _pretrained(_texts: Sequence[str], options: TokenizerOptions) -> Tokenizer:
+    if options.pretrained_path is None:
+        raise ParamsError("train.tokenizer.kind: 'pretrained' needs train.model.arch 'hf:PATH'")
+    return PretrainedTokenizer.from_path(options.pretrained_path)
+
+
+TOKENIZERS: Registry[Callable[[Sequence[str], TokenizerOptions], Tokenizer]] = Registry("tokenizer")
+TOKENIZERS.add("char", lambda texts, _options: CharTokenizer.train(texts))
+TOKENIZERS.add("bpe", lambda texts, options: BpeTokenizer.train(texts, options.bpe_vocab_size))
+TOKENIZERS.add("pretrained", _pretrained)
+
+
+def build_tokenizer(kind: str, texts: Sequence[str], options: TokenizerOptions) -> Tokenizer:
+    """Train (char, bpe) or load (pretrained) the tokenizer registered as ``kind``."""
+    return TOKENIZERS.get(kind)(texts, options)
+
+
+def load_tokenizer(folder: Path) -> Tokenizer:
+    """Load what :meth:`Tokenizer.save` wrote into ``folder``."""
+    kind_file = folder / "tokenizer_kind.json"
+    kind = read_json(kind_file)["kind"] if kind_file.exists() else read_json(folder / "tokenizer.json")["kind"]
+    if kind == "char":
+        return CharTokenizer.load(folder)
+    if kind == "bpe":
+        return BpeTokenizer.load(folder)
+    return PretrainedTokenizer.from_path(str(folder))

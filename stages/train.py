@@ -1,0 +1,101 @@
+"""DVC stage `train@VARIANT`: train one variant (plain or DP-SGD) and save model, card and metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from canaryaudit import tracking
+from canaryaudit.config import load_params
+from canaryaudit.io import atomic_open, write_json
+from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
+from canaryaudit.stagekit import log, run_stage, stage_parser
+from canaryaudit.training.checkpoint import clear_checkpoints
+from canaryaudit.training.data import file_sha256
+from canaryaudit.training.loop import Trainer, TrainResult
+from canaryaudit.training.models import count_parameters, save_model_folder
+from canaryaudit.training.pipeline import (
+    build_variant_model,
+    loss_series,
+    model_card,
+    prepare_data,
+    settings_hash,
+    train_report,
+)
+
+
+def _texts(path: str) -> list[str]:
+    return [r["text"] for r in read_checked_jsonl(DOCUMENTS, path)]
+
+
+def _write_loss_csv(path: Path, result: TrainResult) -> None:
+    rows = loss_series(result)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["epoch"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_open(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def main(args) -> None:
+    settings = load_params(args.params).train.variant(args.variant)
+    key = f"train.variants.{args.variant}"
+    data_sha = file_sha256(args.train)
+    data = prepare_data(settings, _texts(args.train), _texts(args.valid), _texts(args.test))
+    model, spec = build_variant_model(settings, data.tokenizer)
+    log.info("%s: %s with %d parameters, %d training sequences of %d tokens, DP %s", args.variant, spec.arch,
+             count_parameters(model), len(data.train), spec.context, "on" if settings.dp.enabled else "off")
+
+    tracker = tracking.Tracker() if tracking.tracking_enabled() else None
+    run_id = tracker.start_variant_run("train", args.variant, settings.model_dump(mode="json")) if tracker else None
+
+    def on_epoch(record) -> None:
+        if tracker and run_id:
+            metrics = {"train_loss": record.train_loss, "valid_loss": record.valid_loss,
+                       "valid_perplexity": record.valid_perplexity}
+            if record.epsilon is not None:
+                metrics["epsilon"] = record.epsilon
+            tracker.log_metrics(run_id, metrics, step=record.epoch)
+
+    trainer = Trainer(settings, model, data.train, data.valid, data.test, key=key,
+                      checkpoint_dir=Path(args.checkpoints) / args.variant,
+                      checkpoint_key=settings_hash(settings, data_sha), on_epoch=on_epoch)
+    try:
+        result = trainer.run()
+    except BaseException:
+        if tracker and run_id:
+            tracker.finish(run_id, "FAILED")
+        raise
+    out = Path(args.out)
+    save_model_folder(result.model, spec, out)
+    data.tokenizer.save(out)
+    card = model_card(args.variant, settings, spec, result.model, result, data_sha)
+    write_json(out / "card.json", card)
+    report = train_report(args.variant, result, count_parameters(result.model))
+    write_json(args.report, report)
+    _write_loss_csv(Path(args.plot), result)
+    if tracker and run_id:
+        final = {k: float(v) for k, v in report.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "valid_loss"}  # per epoch above
+        tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tracker.log_json_artifact(run_id, card, "model_card.json")
+        tracker.finish(run_id)
+    clear_checkpoints(Path(args.checkpoints) / args.variant)  # the run completed: nothing to resume
+    eps = f", epsilon {result.epsilon:.3f} at delta {result.dp.delta:.2e}" if result.dp else ""
+    log.info("%s: test loss %.4f nats/token (perplexity %.2f)%s -> %s", args.variant, result.test_loss,
+             result.test_perplexity, eps, out)
+
+
+if __name__ == "__main__":
+    parser = stage_parser("train", __doc__)
+    parser.add_argument("--variant", required=True, help="a name under train.variants")
+    parser.add_argument("--train", default="data/augmented/train.jsonl")
+    parser.add_argument("--valid", default="data/sanitized/valid.jsonl")
+    parser.add_argument("--test", default="data/sanitized/test.jsonl")
+    parser.add_argument("--out", required=True, help="model folder, e.g. models/VARIANT")
+    parser.add_argument("--report", required=True, help="metrics JSON, e.g. reports/train/VARIANT.json")
+    parser.add_argument("--plot", required=True, help="per-epoch loss CSV, e.g. reports/train/VARIANT_loss.csv")
+    parser.add_argument("--checkpoints", default=".canaryaudit/checkpoints", help="resume state (outside DVC outputs)")
+    run_stage("train", main, parser)
