@@ -30,6 +30,7 @@ lock: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation_speed.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/exposure_speed.py  # needs models/nonprivate: run `make audit` first
 
 clean:
 	rm -rf data reports/*.json .canaryaudit

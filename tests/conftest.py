@@ -41,6 +41,12 @@ TINY_PARAMS = {
         "physical_batch_size": 16,
         "variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}}},
     },
+    "exposure": {
+        "references": 500,
+        "batch_size": 256,
+        "exact_rank": {"max_estimated_rank": 1000, "max_rows": 20_000},
+        "extraction": {"pop_batch": 64, "max_expansions": 2_000},
+    },
 }
 
 

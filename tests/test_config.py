@@ -37,7 +37,7 @@ BAD = [
     ("data.seed", "7", "data.seed: Input should be a valid integer"),
     ("data.seed", -1, "data.seed: Input should be greater than or equal to 0"),
     ("data.sede", 3, "data.sede: unknown key; allowed keys here: builtin, file, hf, max_documents"),
-    ("bogus", {}, "bogus: unknown key; allowed keys here: canaries, data, sanitize"),
+    ("bogus", {}, "bogus: unknown key; allowed keys here: canaries, data, exposure, sanitize, train"),
     ("data.source", "s3://bucket", "data.source: must be 'builtin:emails', 'file:PATH' or 'hf:NAME[:CONFIG]'"),
     ("data.builtin.target_bytes", 10, "data.builtin.target_bytes: Input should be greater than or equal to 10000"),
     ("data.split.valid_fraction", 1.0, "data.split.valid_fraction: Input should be less than 1"),

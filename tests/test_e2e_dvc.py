@@ -49,7 +49,7 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     write_full_params(ws / "params.yaml", tiny_params)
 
     first = _dvc(ws, "repro")
-    for stage in ("prepare", "sanitize", "canaries", "train@nonprivate", "train@dp"):
+    for stage in ("prepare", "sanitize", "canaries", "train@nonprivate", "train@dp", "exposure@nonprivate", "exposure@dp"):
         assert f"Running stage '{stage}'" in first
     assert (ws / "models/dp/model.safetensors").exists() and (ws / "reports/train/dp.json").exists()
     assert read_jsonl(ws / "data/canaries/canaries.jsonl")
@@ -68,7 +68,8 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     tiny_params["train"]["variants"]["dp"]["dp"]["noise_multiplier"] = 2.0  # only train@dp reads it
     write_full_params(ws / "params.yaml", tiny_params)
     fourth = _dvc(ws, "repro")
-    assert "Running stage 'train@dp'" in fourth and "Running stage 'train@nonprivate'" not in fourth
+    assert "Running stage 'train@dp'" in fourth and "Running stage 'exposure@dp'" in fourth
+    assert "Running stage 'train@nonprivate'" not in fourth and "Running stage 'exposure@nonprivate'" not in fourth
 
     status = _dvc(ws, "status")
     assert "up to date" in status
@@ -96,7 +97,8 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     assert run.info.status == "FINISHED" and run.data.tags["canaryaudit.launcher"] == "cli"
     assert {"prepare.train.documents", "sanitize.quality.ssn.recall", "canaries.canaries"} <= set(run.data.metrics)
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-    assert sorted(c.data.tags["canaryaudit.variant"] for c in children) == ["dp", "nonprivate"]
+    by_stage = sorted((c.data.tags["canaryaudit.stage"], c.data.tags["canaryaudit.variant"]) for c in children)
+    assert by_stage == [("exposure", "dp"), ("exposure", "nonprivate"), ("train", "dp"), ("train", "nonprivate")]
     assert run.data.params["canaries.seed"] == "3"
     assert not (ws / ".canaryaudit" / "parent_run").exists()
 

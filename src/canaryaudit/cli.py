@@ -23,6 +23,9 @@ OUTPUTS = (
     ("reports/prepare.json", "document counts and sizes per split"),
     ("reports/sanitize.json", "PII found per type and split, documents dropped, detector precision/recall"),
     ("reports/canaries.json", "canary counts"),
+    ("models", "one folder per variant: model.safetensors, model_config.json, tokenizer, card.json"),
+    ("reports/train", "per variant: test loss/perplexity, epsilon, delta, time, memory (.json); loss per epoch (.csv)"),
+    ("reports/exposure", "per variant: px, exposure by each estimator, exact rank, extraction, per canary (.json, .csv)"),
 )
 
 

@@ -329,6 +329,31 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+# ---------------------------------------------------------------- exposure
+
+
+class ExactRankParams(Section):
+    enabled: bool = True
+    # Try the exact search only when the extrapolated rank (|R| 2^-exposure) is at most this many candidates.
+    max_estimated_rank: int = Field(100_000, ge=1)
+    max_rows: int = Field(300_000, ge=1)  # model rows (sequences scored) per canary before giving up
+
+
+class ExtractionParams(Section):
+    enabled: bool = True
+    pop_batch: int = Field(256, ge=1, le=1_000_000)  # partial candidates popped per model call
+    max_expansions: int = Field(100_000, ge=1)  # node expansions per format before "not extracted within budget"
+
+
+class ExposureParams(Section):
+    seed: int = Field(7, ge=0)  # reference sampling
+    references: int = Field(10_000, ge=10, le=10_000_000)  # fresh candidates per format, disjoint from every canary
+    batch_size: int = Field(1024, ge=1, le=1_000_000)  # sequences per forward pass
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    exact_rank: ExactRankParams = ExactRankParams()
+    extraction: ExtractionParams = ExtractionParams()
+
+
 # ---------------------------------------------------------------- the file
 
 
@@ -337,6 +362,7 @@ class Params(Section):
     sanitize: SanitizeParams = SanitizeParams()
     canaries: CanaryParams = CanaryParams()
     train: TrainParams = TrainParams()
+    exposure: ExposureParams = ExposureParams()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -58,6 +58,29 @@ CANARIES = pa.DataFrameSchema(
 )
 
 
+EXPOSURE = pa.DataFrameSchema(
+    {
+        "canary_id": pa.Column(str, unique=True),
+        "format": pa.Column(str),
+        "insertions": pa.Column(int, pa.Check.ge(0)),
+        "included": pa.Column(bool),
+        "audit": pa.Column(bool),
+        "px_bits": pa.Column(float, pa.Check.ge(0)),
+        "exposure_interpolation": pa.Column(float),
+        "exposure_extrapolation": pa.Column(float, pa.Check(lambda s: s.map(lambda v: v == v and abs(v) != float("inf")))),
+        "exact_rank": pa.Column(float, pa.Check.ge(1), nullable=True, coerce=True),
+        "exposure_exact": pa.Column(float, nullable=True, coerce=True),
+        "exact_rank_rows": pa.Column(float, nullable=True, coerce=True),
+        "exact_rank_note": pa.Column(str),
+        "extracted": pa.Column(bool),
+        "extraction_position": pa.Column(float, pa.Check.ge(1), nullable=True, coerce=True),
+    },
+    strict=True,
+    coerce=False,
+    name="exposure",
+)
+
+
 def validate_records(
     schema: pa.DataFrameSchema,
     records: Sequence[dict[str, Any]],

@@ -1,19 +1,24 @@
-"""Log-perplexity of continuations given a shared prefix, in bits (lower = more likely).
+"""The scoring engine: log-perplexity of candidates after a shared prefix, in bits.
 
-Px(x) = sum_i -log2 Pr(x_i | x_<i) over the continuation's tokens only.
-This is the batched, gradient-free baseline; the exposure stage reuses the
-prefix computation across candidates.
+Px(x) = sum_i -log2 Pr(x_i | x_<i) over the tokens after the prefix; lower =
+more likely = more exposed. :func:`log_perplexity_bits` scores each candidate
+as a full independent sequence (the baseline). :class:`NextTokenScorer`
+computes the prefix once (KV cache or LSTM state) and :func:`score_tree`
+evaluates each node of the candidates' token tree once.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from torch import nn
 
+from canaryaudit.training.models import CausalLM, CharLSTM
 from canaryaudit.training.tokenizers import Tokenizer
 
 LN2 = math.log(2.0)
@@ -47,3 +52,177 @@ def log_perplexity_bits(
         picked = logprobs[:, n_prefix - 1 :, :].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         out[start : start + len(chunk)] = (-picked.sum(dim=1) / LN2).cpu().numpy()
     return out
+
+
+class NextTokenScorer:
+    """log2 Pr(next token | prefix + suffix) for batches of suffixes that share one prefix.
+
+    The prefix is computed once: a KV cache for transformers models, the
+    recurrent state for the LSTM; other models recompute it. Counts forward
+    calls and rows (sequences) for the budgets and benchmarks.
+    """
+
+    def __init__(self, model: nn.Module, prefix_ids: Sequence[int], batch_size: int = 1024,
+                 device: str | torch.device = "cpu", reuse_prefix: bool = True, max_suffix: int = 0) -> None:
+        if not prefix_ids:
+            raise ValueError("the prefix must have at least one token")
+        limit = max_positions(model)
+        if limit is not None and len(prefix_ids) + max_suffix > limit:
+            # The model never saw a longer window: condition on the last tokens of the prefix that fit.
+            keep = limit - max_suffix
+            if keep < 1:
+                raise ValueError(f"a {max_suffix}-token candidate does not fit the model's {limit}-token context")
+            prefix_ids = list(prefix_ids)[-keep:]
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
+        self.calls = 0
+        self.rows = 0
+        self._kind = "full"
+        with torch.no_grad():
+            if reuse_prefix and isinstance(model, CausalLM):
+                out = model.model(input_ids=self.prefix, use_cache=True)
+                self._cache = out.past_key_values
+                self._root = out.logits[0, -1].float()
+                self._kind = "kv"
+            elif reuse_prefix and isinstance(model, CharLSTM):
+                hidden, self._state = model.lstm(model.embed(self.prefix))
+                self._root = model.head(hidden)[0, -1].float()
+                self._kind = "state"
+            else:
+                self._root = model(self.prefix)[0, -1].float()
+        self._root_log2 = (torch.log_softmax(self._root, -1) / LN2).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def log2_next(self, suffixes: np.ndarray) -> np.ndarray:
+        """[N, V] log2 next-token probabilities after prefix + each suffix row ([N, d] ints, d >= 0)."""
+        n, d = suffixes.shape
+        if d == 0:
+            return np.repeat(self._root_log2[None, :], n, axis=0)
+        out = np.empty((n, self._root_log2.shape[0]), dtype=np.float64)
+        for start in range(0, n, self.batch_size):
+            chunk = torch.as_tensor(suffixes[start : start + self.batch_size], dtype=torch.long, device=self.device)
+            logits = self._last_logits(chunk)
+            out[start : start + len(chunk)] = (torch.log_softmax(logits.float(), -1) / LN2).cpu().numpy()
+            self.calls += 1
+            self.rows += len(chunk)
+        return out
+
+    @torch.no_grad()
+    def log2_next_ragged(self, suffixes: Sequence[Sequence[int]]) -> np.ndarray:
+        """Like :meth:`log2_next` for suffixes of different lengths, in one forward pass per batch.
+
+        Rows are right-padded; causal attention means padding never changes the
+        logits at a row's last real position, which is the one read.
+        """
+        out = np.empty((len(suffixes), self._root_log2.shape[0]), dtype=np.float64)
+        for start in range(0, len(suffixes), self.batch_size):
+            chunk = suffixes[start : start + self.batch_size]
+            lengths = np.array([len(s) for s in chunk])
+            width = int(lengths.max())
+            if width == 0:
+                out[start : start + len(chunk)] = self._root_log2
+                continue
+            padded = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, suffix in enumerate(chunk):
+                padded[row, : len(suffix)] = suffix
+            logits = self._all_logits(torch.as_tensor(padded, device=self.device))
+            index = torch.as_tensor(np.maximum(lengths - 1, 0), device=self.device)
+            last = logits[torch.arange(len(chunk), device=self.device), index]
+            log2p = (torch.log_softmax(last.float(), -1) / LN2).cpu().numpy()
+            log2p[lengths == 0] = self._root_log2
+            out[start : start + len(chunk)] = log2p
+            self.calls += 1
+            self.rows += len(chunk)
+        return out
+
+    @torch.no_grad()
+    def sequence_px(self, candidates: np.ndarray) -> np.ndarray:
+        """Px (bits) of each full candidate row ([N, D] tokens after the prefix) in one pass per batch."""
+        n, depth = candidates.shape
+        px = np.empty(n, dtype=np.float64)
+        for start in range(0, n, self.batch_size):
+            chunk = torch.as_tensor(candidates[start : start + self.batch_size], dtype=torch.long, device=self.device)
+            first = -self._root_log2[chunk[:, 0].cpu().numpy()]
+            rest = 0.0
+            if depth > 1:
+                log2p = torch.log_softmax(self._all_logits(chunk[:, :-1]).float(), -1) / LN2
+                rest = -log2p.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(dim=1).cpu().numpy()
+            px[start : start + len(chunk)] = first + rest
+            self.calls += 1
+            self.rows += len(chunk)
+        return px
+
+    def _last_logits(self, suffix: torch.Tensor) -> torch.Tensor:
+        return self._all_logits(suffix)[:, -1]
+
+    def _all_logits(self, suffix: torch.Tensor) -> torch.Tensor:
+        """Logits at every suffix position [n, d, V], the prefix computed once."""
+        n, d = suffix.shape
+        if self._kind == "kv":
+            cache = copy.deepcopy(self._cache)
+            cache.batch_repeat_interleave(n)
+            start = self.prefix.shape[1]
+            positions = torch.arange(start, start + d, device=self.device).unsqueeze(0).expand(n, d)
+            return self.model.model(input_ids=suffix, past_key_values=cache, position_ids=positions,
+                                    use_cache=True).logits
+        if self._kind == "state":
+            h, c = self._state
+            state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
+            hidden, _ = self.model.lstm(self.model.embed(suffix), state)
+            return self.model.head(hidden)
+        full = torch.cat([self.prefix.expand(n, -1), suffix], dim=1)
+        return self.model(full)[:, self.prefix.shape[1] :]
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """Longest sequence a model accepts (position embeddings), or None (recurrent models)."""
+    if isinstance(model, CausalLM):
+        config = model.model.config
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def path_px(scorer: "NextTokenScorer", tokens: Sequence[int]) -> float:
+    """Px (bits) of one candidate's tokens after the prefix, scored position by position."""
+    tokens = list(tokens)
+    cost = 0.0
+    for depth in range(len(tokens)):  # the same batch shapes as the tree search, so the same floats
+        cost -= scorer.log2_next(np.array([tokens[:depth]], dtype=np.int64).reshape(1, depth))[0, tokens[depth]]
+    return float(cost)
+
+
+def score_candidates(scorer: NextTokenScorer, candidates: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Px (bits) of every row of ``candidates``, by the cheaper of the two evaluations.
+
+    Tree: each distinct k-token prefix is one row of k tokens (wins when
+    candidates share prefixes, e.g. enumerating a subtree). Flat: each candidate
+    is one row of D tokens (wins for scattered random candidates).
+    """
+    n, depth = candidates.shape
+    tree_tokens = sum(k * len(np.unique(candidates[:, :k], axis=0)) for k in range(1, depth))
+    if tree_tokens < n * depth:
+        return score_tree(scorer, candidates, progress)
+    return scorer.sequence_px(candidates)
+
+
+def score_tree(scorer: NextTokenScorer, candidates: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Px (bits) of every row of ``candidates`` ([N, D] token ids after the prefix).
+
+    Level by level over the candidates' token tree: at depth k the distinct
+    k-token prefixes are scored once each, however many candidates share them.
+    """
+    n, depth = candidates.shape
+    px = np.zeros(n, dtype=np.float64)
+    for k in tqdm(range(depth), desc="score tree", unit="level", disable=not progress, leave=False):
+        if k == 0:
+            unique, inverse = np.zeros((1, 0), dtype=np.int64), np.zeros(n, dtype=np.int64)
+        else:
+            unique, inverse = np.unique(candidates[:, :k], axis=0, return_inverse=True)
+        log2p = scorer.log2_next(unique)
+        px -= log2p[inverse.reshape(-1), candidates[:, k]]
+    return px

@@ -1,0 +1,83 @@
+"""DVC stage `exposure@VARIANT`: px, exposure (interpolation, extrapolation, exact) and extraction per canary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+
+from canaryaudit import tracking
+from canaryaudit.config import load_params
+from canaryaudit.errors import ParamsError
+from canaryaudit.exposure_audit import audit_format, summarize_by_insertions
+from canaryaudit.io import atomic_open, write_json
+from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
+from canaryaudit.search import TreeUnsupported
+from canaryaudit.stagekit import log, run_stage, stage_parser
+from canaryaudit.training.loop import resolve_device
+from canaryaudit.training.models import load_model_folder
+from canaryaudit.training.tokenizers import load_tokenizer
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_open(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def main(args) -> None:
+    all_params = load_params(args.params)
+    params = all_params.exposure
+    device = resolve_device(params.device)
+    model, _spec = load_model_folder(Path(args.model), device)
+    tokenizer = load_tokenizer(Path(args.model))
+    canaries = read_checked_jsonl(CANARIES, args.canaries)
+    rng = random.Random(params.seed)
+    rows: list[dict] = []
+    formats: dict[str, dict] = {}
+    for fmt in all_params.canaries.parsed_formats():
+        group = [c for c in canaries if c["format"] == fmt.name]
+        if not group:
+            continue
+        try:
+            fmt_rows, summary = audit_format(model, tokenizer, fmt, group, params, str(device), rng)
+        except TreeUnsupported as exc:
+            raise ParamsError(f"train.tokenizer.kind: exposure needs one token per canary symbol: {exc}") from None
+        except ValueError as exc:
+            raise ParamsError(f"exposure.references: {exc}") from None
+        rows.extend(fmt_rows)
+        formats[fmt.name] = summary
+    validate_records(EXPOSURE, rows, args.csv)
+    by_insertions = summarize_by_insertions(rows)
+    report = {"variant": args.variant, "formats": formats, "by_insertions": by_insertions, "canaries": rows,
+              "extracted": sum(r["extracted"] for r in rows if r["included"])}
+    write_json(args.report, report)
+    _write_csv(Path(args.csv), rows)
+    if tracking.tracking_enabled():
+        tracker = tracking.Tracker()
+        run_id = tracker.start_variant_run("exposure", args.variant, {"exposure": params.model_dump(mode="json")})
+        metrics = {"extracted_canaries": float(report["extracted"])}
+        for count, entry in by_insertions.items():
+            metrics[f"extracted_fraction.x{count}"] = entry["extracted_fraction"]
+            for estimator in ("interpolation", "extrapolation", "exact"):
+                if entry[estimator]:
+                    metrics[f"exposure_{estimator}.x{count}.mean"] = entry[estimator]["mean"]
+        tracker.log_metrics(run_id, metrics)
+        tracker.finish(run_id)
+    for count, entry in by_insertions.items():
+        log.info("%s x%s: exposure interpolation %.2f, extrapolation %.2f bits; extracted %.0f%%", args.variant, count,
+                 entry["interpolation"]["mean"], entry["extrapolation"]["mean"], 100 * entry["extracted_fraction"])
+
+
+if __name__ == "__main__":
+    parser = stage_parser("exposure", __doc__)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--model", required=True, help="models/VARIANT")
+    parser.add_argument("--canaries", default="data/canaries/canaries.jsonl")
+    parser.add_argument("--report", required=True, help="reports/exposure/VARIANT.json")
+    parser.add_argument("--csv", required=True, help="reports/exposure/VARIANT.csv")
+    run_stage("exposure", main, parser)

@@ -1,0 +1,57 @@
+"""exposure@VARIANT as DVC runs it, and the scientific check on the default pipeline."""
+
+import csv
+
+import pytest
+
+from canaryaudit.io import read_json
+from tests.conftest import REPO, run_stage, write_params
+
+
+def run_exposure(ws, variant):
+    return run_stage(ws, "exposure", "--variant", variant, "--model", f"models/{variant}",
+                     "--report", f"reports/exposure/{variant}.json", "--csv", f"reports/exposure/{variant}.csv")
+
+
+def test_exposure_stage_on_tiny_data(workspace, tiny_params):
+    for stage in ("prepare", "sanitize", "canaries"):
+        run_stage(workspace, stage)
+    run_stage(workspace, "train", "--variant", "nonprivate", "--out", "models/nonprivate",
+              "--report", "reports/train/nonprivate.json", "--plot", "reports/train/nonprivate_loss.csv")
+    run_exposure(workspace, "nonprivate")
+    report = read_json(workspace / "reports/exposure/nonprivate.json")
+    assert len(report["canaries"]) == 2 * 3 * 2 + 8
+    assert set(report["by_insertions"]) == {"0", "1", "2", "5"}  # held-out audit canaries have 0 insertions
+    for fmt in ("ssn", "number"):
+        info = report["formats"][fmt]
+        assert info["space_size"] == 10**9 and info["references"] == 500
+        assert info["extraction"]["nodes_expanded"] <= 2_000
+    for row in report["canaries"]:
+        assert row["exposure_interpolation"] <= 8.9658  # at most log2(500 references)
+        assert row["exact_rank"] is None or row["exact_rank"] >= 1
+    with open(workspace / "reports/exposure/nonprivate.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(report["canaries"])
+
+
+@pytest.mark.slow
+def test_default_pipeline_exposure_grows_with_insertions_and_dp_stays_low(tmp_path):
+    """Scientific check on the default params: runs the whole default audit (a few minutes on 2 cores)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(REPO / "stages", ws / "stages")
+    shutil.copy(REPO / "params.yaml", ws / "params.yaml")
+    for stage in ("prepare", "sanitize", "canaries"):
+        run_stage(ws, stage)
+    by = {}
+    for variant in ("nonprivate", "dp"):
+        run_stage(ws, "train", "--variant", variant, "--out", f"models/{variant}", "--report",
+                  f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
+        run_exposure(ws, variant)
+        by[variant] = read_json(ws / f"reports/exposure/{variant}.json")["by_insertions"]
+    means = [by["nonprivate"][str(k)]["interpolation"]["mean"] for k in (1, 4, 16, 64)]
+    assert means[3] > means[2] > means[0], means  # grows with insertion count
+    assert means[3] > 10
+    dp64 = by["dp"]["64"]["interpolation"]["mean"]
+    assert by["nonprivate"]["64"]["extrapolation"]["mean"] > by["dp"]["64"]["extrapolation"]["mean"] + 8
+    assert means[3] > dp64 + 8, (means, dp64)
