@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from pathlib import Path
 
@@ -11,22 +9,13 @@ from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.errors import ParamsError
 from canaryaudit.exposure_audit import audit_format, summarize_by_insertions
-from canaryaudit.io import atomic_open, write_json
+from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
 from canaryaudit.search import TreeUnsupported
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_open(path) as handle:
-        handle.write(buffer.getvalue())
 
 
 def main(args) -> None:
@@ -56,7 +45,7 @@ def main(args) -> None:
     report = {"variant": args.variant, "formats": formats, "by_insertions": by_insertions, "canaries": rows,
               "extracted": sum(r["extracted"] for r in rows if r["included"])}
     write_json(args.report, report)
-    _write_csv(Path(args.csv), rows)
+    write_csv(args.csv, rows)
     if tracking.tracking_enabled():
         tracker = tracking.Tracker()
         run_id = tracker.start_variant_run("exposure", args.variant, {"exposure": params.model_dump(mode="json")})

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
-from canaryaudit.io import atomic_open, write_json
+from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
 from canaryaudit.training.data import file_sha256
-from canaryaudit.training.loop import Trainer, TrainResult
+from canaryaudit.training.loop import Trainer
 from canaryaudit.training.models import count_parameters, save_model_folder
 from canaryaudit.training.pipeline import (
     build_variant_model,
@@ -27,16 +25,6 @@ from canaryaudit.training.pipeline import (
 
 def _texts(path: str) -> list[str]:
     return [r["text"] for r in read_checked_jsonl(DOCUMENTS, path)]
-
-
-def _write_loss_csv(path: Path, result: TrainResult) -> None:
-    rows = loss_series(result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["epoch"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_open(path) as handle:
-        handle.write(buffer.getvalue())
 
 
 def main(args) -> None:
@@ -75,7 +63,7 @@ def main(args) -> None:
     write_json(out / "card.json", card)
     report = train_report(args.variant, result, count_parameters(result.model))
     write_json(args.report, report)
-    _write_loss_csv(Path(args.plot), result)
+    write_csv(args.plot, loss_series(result))
     if tracker and run_id:
         final = {k: float(v) for k, v in report.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "valid_loss"}  # per epoch above

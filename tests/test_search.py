@@ -4,7 +4,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
 from canaryaudit.canaries import parse_format

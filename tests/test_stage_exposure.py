@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from canaryaudit.io import read_json
-from tests.conftest import REPO, run_stage, write_params
+from tests.conftest import REPO, run_stage
 
 
 def run_exposure(ws, variant):

@@ -7,7 +7,6 @@ after the format's prefix (lower = more likely).
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -148,7 +147,3 @@ def summarize_by_insertions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[st
             )
         out[str(count)] = entry
     return out
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

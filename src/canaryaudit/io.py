@@ -8,10 +8,12 @@ file that DVC would cache. Every read error names the file and the line.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +71,16 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     with atomic_open(path) as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=2, sort_keys=True, allow_nan=False)
         handle.write("\n")
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write dict rows as CSV atomically (header from the first row's keys)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_open(path) as handle:
+        handle.write(buffer.getvalue())
 
 
 def read_text_strict(path: str | os.PathLike[str]) -> str:

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -152,7 +152,6 @@ class ExtractionResult:
     seconds: float
     within_budget: bool
     top_is_canary: bool | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def shortest_path(scorer: NextTokenScorer, space: CanarySpace, pop_batch: int, max_expansions: int,

@@ -13,9 +13,8 @@ import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +65,6 @@ class TrainResult:
     tokens_per_second: float
     peak_memory_bytes: int
     resumed_from_epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
