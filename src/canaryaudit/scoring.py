@@ -187,7 +187,7 @@ def max_positions(model: nn.Module) -> int | None:
     return None
 
 
-def path_px(scorer: "NextTokenScorer", tokens: Sequence[int]) -> float:
+def path_px(scorer: NextTokenScorer, tokens: Sequence[int]) -> float:
     """Px (bits) of one candidate's tokens after the prefix, scored position by position."""
     tokens = list(tokens)
     cost = 0.0
