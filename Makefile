@@ -4,13 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: audit test install lock bench clean
+.PHONY: audit test install lock bench clean browser schedule
 
 audit: $(STAMP)
 	$(BIN)/canaryaudit audit
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# Headless Chromium for the report's browser test (Debian packages; needs root or sudo).
+# Without it the browser test skips with a reason, except under CI=1 where it fails.
+browser:
+	@.ci/install-browser || echo "chromium not installed: tests/test_report_browser.py will skip (fails when CI=1)"
 
 install: $(STAMP)
 

@@ -39,13 +39,37 @@ TINY_PARAMS = {
         "epochs": 1,
         "batch_size": 16,
         "physical_batch_size": 16,
-        "variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}}},
+        "variants": {
+            "nonprivate": {},
+            "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
+            "reference": {"model": {"width": 16}},
+        },
     },
     "exposure": {
         "references": 500,
         "batch_size": 256,
         "exact_rank": {"max_estimated_rank": 1000, "max_rows": 20_000},
         "extraction": {"pop_batch": 64, "max_expansions": 2_000},
+    },
+    "extract": {
+        "device": "cpu",
+        "reference_variant": "reference",
+        "samples_per_strategy": 12,
+        "sample_tokens": 40,
+        "batch_size": 8,
+        "window_tokens": 10,
+        "candidates": 12,
+        "top_k": 6,
+        "min_memorized_chars": 20,
+        "membership": {"tokens": 24, "max_samples": 40, "bootstrap": 50},
+        "audit": {"guesses_included": 2, "guesses_excluded": 2},
+    },
+    "gate": {
+        "rules": [
+            {"check": "exposure", "variant": "dp", "insertions": 5, "max": 20.0},
+            {"check": "extracted_canaries", "variant": "dp", "max": 0},
+            {"check": "membership_auc", "variant": "dp", "max": 0.9},
+        ]
     },
 }
 

@@ -26,6 +26,10 @@ OUTPUTS = (
     ("models", "one folder per variant: model.safetensors, model_config.json, tokenizer, card.json"),
     ("reports/train", "per variant: test loss/perplexity, epsilon, delta, time, memory (.json); loss per epoch (.csv)"),
     ("reports/exposure", "per variant: px, exposure by each estimator, exact rank, extraction, per canary (.json, .csv)"),
+    ("reports/extract", "per variant: extraction table, memorized samples, membership inference, empirical epsilon"),
+    ("reports/summary.json", "headline numbers per variant (dvc metrics show)"),
+    ("reports/gate.json", "privacy gate: each rule, measured value, pass/fail"),
+    ("reports/index.html", "the self-contained HTML privacy report"),
 )
 
 
@@ -77,9 +81,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
     finally:
         if tracker is not None and run_id is not None:
             tracker.finish_pipeline_run(run_id, "FINISHED" if code == 0 else "FAILED")
-    if code == 0:
-        print_outputs(root)
-    return code
+    if code != 0:
+        return code
+    print_outputs(root)
+    passed = print_verdict(root)
+    return 1 if args.fail_on_gate and passed is not True else 0
+
+
+def print_verdict(root: Path) -> bool | None:
+    """Print the report's path and the gate verdict; None when the gate was not evaluated."""
+    import json
+
+    report, gate = root / "reports" / "index.html", root / "reports" / "gate.json"
+    if report.exists():
+        print(f"\nPrivacy report: {report}")
+    if not gate.exists():
+        print("Privacy gate: not evaluated (reports/gate.json missing)")
+        return None
+    verdict = json.loads(gate.read_text(encoding="utf-8"))
+    failed = [r for r in verdict.get("rules", []) if not r.get("passed")]
+    print(f"Privacy gate: {'PASSED' if verdict.get('passed') else 'FAILED'} "
+          f"({len(verdict.get('rules', [])) - len(failed)} of {len(verdict.get('rules', []))} rules hold)")
+    for rule in failed:
+        print(f"  failed: {rule.get('reason', rule.get('name'))}")
+    return bool(verdict.get("passed"))
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -93,11 +118,13 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; the options of a heavy subcommand are loaded only when ``command`` names it."""
     parser = argparse.ArgumentParser(prog="canaryaudit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     audit = sub.add_parser("audit", help="run the DVC pipeline (dvc repro) under one MLflow parent run")
     audit.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
+    audit.add_argument("--fail-on-gate", action="store_true", help="exit 1 when the privacy gate fails")
     audit.set_defaults(func=cmd_audit)
     params = sub.add_parser("params", help="validate params.yaml, or show it with defaults filled in")
     params.add_argument("action", choices=["check", "show"])
@@ -106,11 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     params.set_defaults(func=cmd_params)
     outputs = sub.add_parser("outputs", help="list the pipeline outputs present in this workspace")
     outputs.set_defaults(func=lambda _a: print_outputs(find_workspace_root()) or 0)
+    _add_lazy(sub, command, "gate", "check the privacy gate rules against the reports (exit 0 pass, 1 fail, 2 bad input)",
+              "canaryaudit.gate", "add_gate_arguments", "cmd_gate")
+    _add_lazy(sub, command, "compare", "side-by-side table of audit runs from the MLflow store",
+              "canaryaudit.compare", "add_compare_arguments", "cmd_compare")
+    _add_lazy(sub, command, "schedule", "serve the Prefect audit flow on a cron schedule (needs a local Prefect server)",
+              "canaryaudit.orchestration", "add_schedule_arguments", "cmd_schedule")
     return parser
 
 
+def _add_lazy(sub, chosen: str | None, name: str, help_text: str, module: str, add_arguments: str,
+              command: str) -> None:
+    """A subcommand whose module (Prefect, MLflow: seconds to import) loads only when it is the one run."""
+    import importlib
+
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    if chosen != name:
+        return
+    mod = importlib.import_module(module)
+    getattr(mod, add_arguments)(parser)
+    parser.set_defaults(func=getattr(mod, command))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args))
     except CanaryAuditError as exc:

@@ -293,7 +293,11 @@ class TrainSettings(Section):
 class TrainParams(TrainSettings):
     # Each variant overrides any of the settings above, e.g. {dp: {enabled: true, noise_multiplier: 1.0}}.
     variants: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}}}
+        default_factory=lambda: {
+            "nonprivate": {},
+            "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
+            "reference": {"model": {"layers": 1, "width": 64}},  # extract.reference_variant: smaller, same data
+        }
     )
 
     @field_validator("variants")
@@ -354,6 +358,150 @@ class ExposureParams(Section):
     extraction: ExtractionParams = ExtractionParams()
 
 
+# ---------------------------------------------------------------- extract
+
+#: Names accepted in extract.strategies / extract.metrics. The registries live in
+#: canaryaudit.extraction (importing torch there); these lists keep params loading light.
+#: tests/test_extract_stage.py checks they equal the registries' names.
+EXTRACT_STRATEGIES = ("top_n", "temperature_decay", "prefix")
+EXTRACT_METRICS = ("perplexity", "reference_ratio", "zlib", "lowercase", "window", "min_k")
+
+
+class TemperatureParams(Section):
+    start: float = Field(10.0, gt=0.0, le=1000.0)  # temperature of the first generated token
+    end: float = Field(1.0, gt=0.0, le=1000.0)  # reached after decay_tokens, then kept
+    decay_tokens: int = Field(20, ge=1, le=100_000)  # linear decay over this many generated tokens
+
+
+class PrefixParams(Section):
+    source: str = "test"  # test: the held-out test split (never trained on) | file:PATH (.txt/.jsonl/.csv)
+    min_tokens: int = Field(5, ge=1, le=10_000)
+    max_tokens: int = Field(10, ge=1, le=10_000)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value != "test" and not (value.startswith("file:") and len(value) > 5):
+            raise ValueError("use 'test' (the held-out split) or 'file:PATH'")
+        return value
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> PrefixParams:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens must be <= max_tokens")
+        return self
+
+
+class MembershipParams(Section):
+    tokens: int = Field(128, ge=2, le=100_000)  # segment length: members and non-members alike
+    max_samples: int = Field(500, ge=2, le=10_000_000)  # segments per side (members, non-members)
+    bootstrap: int = Field(1000, ge=0, le=100_000)  # resamples for confidence intervals (0: none)
+
+
+class EmpiricalEpsilonParams(Section):
+    # Fixed before looking at the scores (the one-run bound needs it): top k+ guessed included,
+    # bottom k- guessed held out, the rest abstain.
+    guesses_included: int = Field(8, ge=0)
+    guesses_excluded: int = Field(8, ge=0)
+    p: float = Field(0.05, gt=0.0, lt=1.0)  # the bound holds with confidence 1 - p
+
+
+class ExtractParams(Section):
+    seed: int = Field(11, ge=0)  # sampling, prompt choice, membership segments, bootstrap
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The train variant whose model is reference_ratio's reference (dvc.yaml depends on models/<it>).
+    # On that variant itself the ratio is identically 1 and is skipped.
+    reference_variant: str = Field("reference", min_length=1)
+    strategies: tuple[str, ...] = Field(EXTRACT_STRATEGIES, min_length=1)
+    samples_per_strategy: int = Field(1000, ge=1, le=10_000_000)
+    sample_tokens: int = Field(256, ge=2, le=100_000)  # generated tokens per sample
+    batch_size: int = Field(128, ge=1, le=1_000_000)  # sequences per generation / scoring pass
+    top_n: int = Field(40, ge=1, le=1_000_000)  # top_n and prefix strategies
+    temperature: TemperatureParams = TemperatureParams()
+    prefix: PrefixParams = PrefixParams()
+    metrics: tuple[str, ...] = Field(EXTRACT_METRICS, min_length=1)
+    window_tokens: int = Field(50, ge=1, le=100_000)  # window metric: sliding window length
+    min_k_fraction: float = Field(0.2, gt=0.0, le=1.0)  # min_k metric: fraction of lowest-probability tokens
+    candidates: int = Field(1000, ge=1)  # per strategy x metric: best-ranked samples deduplicated
+    top_k: int = Field(100, ge=1)  # ... of which the best top_k are verified (the paper's table)
+    dedup_overlap: float = Field(0.5, gt=0.0, le=1.0)  # duplicate when >= this fraction of trigrams is shared
+    min_memorized_chars: int = Field(50, ge=1)  # a verified training substring at least this long
+    membership: MembershipParams = MembershipParams()
+    audit: EmpiricalEpsilonParams = EmpiricalEpsilonParams()
+
+    @field_validator("strategies", "metrics")
+    @classmethod
+    def _known_names(cls, value: tuple[str, ...], info: Any) -> tuple[str, ...]:
+        known = EXTRACT_STRATEGIES if info.field_name == "strategies" else EXTRACT_METRICS
+        for name in value:
+            if name not in known:
+                raise ValueError(f"unknown name {name!r}; known: {', '.join(known)}")
+        if len(set(value)) != len(value):
+            raise ValueError("names must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> ExtractParams:
+        if self.top_k > self.candidates:
+            raise ValueError("top_k must be <= candidates")
+        return self
+
+
+# ---------------------------------------------------------------- report and gate
+
+GATE_CHECKS = (
+    "exposure", "extracted_canaries", "memorized_samples", "memorized_pii", "memorized_canaries",
+    "membership_auc", "empirical_epsilon", "accountant_epsilon", "test_perplexity",
+)
+
+
+class ReportParams(Section):
+    title: str = Field("canaryaudit privacy report", min_length=1, max_length=200)
+    top_samples: int = Field(20, ge=0, le=10_000)  # memorized samples shown in the report
+
+
+class GateRule(Section):
+    check: str  # what is measured; see GATE_CHECKS
+    variant: str = Field(min_length=1)  # the train variant it applies to
+    max: float  # the rule passes when the measured value is <= max
+    name: str | None = None  # shown in the verdict (default: derived from the check)
+    insertions: int | None = Field(None, ge=0)  # exposure only: canaries inserted this many times
+    estimator: Literal["best", "exact", "extrapolation", "interpolation"] = "best"  # exposure only
+    metric: str | None = None  # membership_auc only (default: the highest AUC over metrics)
+
+    @field_validator("check")
+    @classmethod
+    def _known_check(cls, value: str) -> str:
+        if value not in GATE_CHECKS:
+            raise ValueError(f"unknown check {value!r}; known: {', '.join(GATE_CHECKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_check(self) -> GateRule:
+        if self.check == "exposure" and self.insertions is None:
+            raise ValueError("an exposure rule needs insertions (the canary insertion count it bounds)")
+        if self.check != "exposure" and (self.insertions is not None or self.estimator != "best"):
+            raise ValueError("insertions and estimator apply to exposure rules only")
+        if self.check != "membership_auc" and self.metric is not None:
+            raise ValueError("metric applies to membership_auc rules only")
+        if self.metric is not None and self.metric not in EXTRACT_METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(EXTRACT_METRICS)}")
+        return self
+
+
+def _default_gate_rules() -> tuple[GateRule, ...]:
+    return (
+        GateRule(check="exposure", variant="dp", insertions=64, max=20.0),
+        GateRule(check="extracted_canaries", variant="dp", max=0),
+        GateRule(check="memorized_pii", variant="dp", max=0),
+        GateRule(check="membership_auc", variant="dp", max=0.6),
+    )
+
+
+class GateParams(Section):
+    rules: tuple[GateRule, ...] = Field(default_factory=_default_gate_rules)
+
+
 # ---------------------------------------------------------------- the file
 
 
@@ -363,6 +511,21 @@ class Params(Section):
     canaries: CanaryParams = CanaryParams()
     train: TrainParams = TrainParams()
     exposure: ExposureParams = ExposureParams()
+    extract: ExtractParams = ExtractParams()
+    report: ReportParams = ReportParams()
+    gate: GateParams = GateParams()
+
+    @model_validator(mode="after")
+    def _variants_exist(self) -> Params:
+        variants = self.train.variants
+        ref = self.extract.reference_variant
+        if ref not in variants:
+            raise ValueError(f"extract.reference_variant {ref!r} is not a train variant; defined: {', '.join(variants)}")
+        for i, rule in enumerate(self.gate.rules):
+            if rule.variant not in variants:
+                raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant; "
+                                 f"defined: {', '.join(variants)}")
+        return self
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -80,6 +80,30 @@ EXPOSURE = pa.DataFrameSchema(
     name="exposure",
 )
 
+# reports/extract/V_samples.jsonl: every generated sample, with its membership scores
+# (columns score_<metric>; higher = more likely memorized) and, for those checked against
+# the training data, the verification result.
+SAMPLES = pa.DataFrameSchema(
+    {
+        "sample_id": pa.Column(str, unique=True),
+        "strategy": pa.Column(str),
+        "text": pa.Column(str),
+        "prompt_tokens": pa.Column(int, pa.Check.ge(0)),
+        "generated_tokens": pa.Column(int, pa.Check.ge(1)),
+        "score_.+": pa.Column(float, regex=True, checks=pa.Check(lambda s: s.map(lambda v: v == v), error="nan score")),
+        "verified": pa.Column(bool),
+        "memorized": pa.Column("boolean", nullable=True, coerce=True),
+        "match_start": pa.Column(float, pa.Check.ge(0), nullable=True, coerce=True),
+        "match_chars": pa.Column(float, pa.Check.ge(0), nullable=True, coerce=True),
+        "k_eidetic": pa.Column(float, pa.Check.ge(0), nullable=True, coerce=True),
+    },
+    checks=[pa.Check(lambda df: pd.Series([bool(v) or pd.isna(m) for v, m in zip(df["verified"], df["memorized"])],
+                                          index=df.index), error="memorized is set only when verified")],
+    strict=True,
+    coerce=False,
+    name="samples",
+)
+
 
 def validate_records(
     schema: pa.DataFrameSchema,

@@ -1,0 +1,212 @@
+"""Extraction speed: batched membership scoring vs one sample at a time; generation with vs without KV cache.
+
+Uses a trained model folder (default models/nonprivate) or, if it does not
+exist, a freshly built default model (gpt2, 2 layers, width 128, 4 heads,
+context 64, char tokenizer). The reference model is a fresh 1-layer, 64-wide
+gpt2 (the default `reference` variant's size); its weights do not matter for
+speed. Prompts for `prefix` come from data/raw/test.jsonl or synthetic emails.
+
+1. Generation: ``--samples`` samples of ``--tokens`` tokens per strategy with
+   the KV cache; the same top_n run without it (full window recomputed every
+   step): same model, same seed, so the samples must be identical; the largest
+   difference of the chosen tokens' log-probs between the two is reported.
+   Then top_n throughput at several batch sizes (``--sweep``).
+2. Scoring all six metrics for ``--samples`` samples (taken round-robin over the
+   strategies): (a) batched, one pass per model over all samples (target,
+   reference, lowercased target), (b) the same with the target log-probs that
+   generation returns for free (two passes), vs the straightforward way of the
+   paper's public code: one sample at a time, one forward pass per metric (8 per
+   sample). Same samples; the scores must agree.
+3. Estimates for the extract stage (generation + scoring) at other sizes,
+   linear in samples x tokens from the measured rates.
+
+Timings on a shared machine are noisy: the faster of ``--repeats`` runs is kept
+for each measurement (the baseline runs once) and the load average is recorded.
+
+    python benchmarks/extract_speed.py --model models/nonprivate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from canaryaudit.extraction.metrics import (
+    METRICS,
+    MetricInputs,
+    compute_metrics,
+    lowercased_ids,
+    metric_inputs,
+    token_log2probs,
+)
+from canaryaudit.extraction.sampling import STRATEGIES, Sample, generate_samples
+from canaryaudit.io import atomic_open, read_jsonl
+from canaryaudit.training.models import ModelSpec, build_model, load_model_folder
+from canaryaudit.training.tokenizers import CharTokenizer, Tokenizer, load_tokenizer
+
+ALL = METRICS.names()
+PASSES = {"perplexity": ("target",), "reference_ratio": ("target", "reference"), "zlib": ("target",),
+          "lowercase": ("target", "lowercase"), "window": ("target",), "min_k": ("target",)}
+
+
+def load_models(folder: Path, seed: int) -> tuple[nn.Module, nn.Module, Tokenizer, str]:
+    """Target (trained if the folder exists, else fresh default size), fresh reference, tokenizer, source."""
+    torch.manual_seed(seed)
+    if (folder / "model.safetensors").exists():
+        model, _ = load_model_folder(folder)
+        tokenizer, source = load_tokenizer(folder), str(folder)
+    else:
+        from canaryaudit.corpus.emails import generate_emails
+
+        tokenizer = CharTokenizer.train(d.text for d in generate_emails(seed, 20_000))
+        model = build_model(ModelSpec(arch="gpt2", vocab_size=tokenizer.vocab_size)).eval()
+        source = "fresh default gpt2 (2 layers, width 128, 4 heads, context 64)"
+    reference = build_model(ModelSpec(arch="gpt2", vocab_size=tokenizer.vocab_size, layers=1, width=64)).eval()
+    return model, reference, tokenizer, source
+
+
+def prompt_texts(seed: int) -> list[str]:
+    path = Path("data/raw/test.jsonl")
+    if path.exists():
+        return [r["text"] for r in read_jsonl(path)]
+    from canaryaudit.corpus.emails import generate_emails
+
+    return [d.text for d in generate_emails(seed + 1, 20_000)]
+
+
+def fastest(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bench_generation(model: nn.Module, tokenizer: Tokenizer, args: argparse.Namespace,
+                     texts: list[str]) -> tuple[dict[str, Any], dict[str, list[Sample]]]:
+    def run(strategy: str, use_cache: bool = True, batch_size: int = args.batch_size) -> list[Sample]:
+        return generate_samples(model, tokenizer, strategy, args.samples, args.tokens, batch_size, args.seed,
+                                "cpu", prompt_texts=texts, use_cache=use_cache, progress=False)
+
+    out: dict[str, Any] = {"per_strategy": {}}
+    samples = {}
+    for strategy in STRATEGIES:
+        seconds, samples[strategy] = fastest(lambda s=strategy: run(s), args.repeats)
+        out["per_strategy"][strategy] = {"seconds": seconds, "samples_per_s": args.samples / seconds,
+                                         "generated_tokens_per_s": args.samples * args.tokens / seconds}
+    cached_s = out["per_strategy"]["top_n"]["seconds"]
+    plain_s, plain = fastest(lambda: run("top_n", use_cache=False), 1)
+    cached = samples["top_n"]
+    diff = max(np.abs(np.subtract(a.log2probs, b.log2probs)).max() for a, b in zip(cached, plain))
+    out["top_n_cache_vs_recompute"] = {
+        "cached_seconds": cached_s, "recompute_seconds": plain_s, "speedup": plain_s / cached_s,
+        "cached_samples_per_s": args.samples / cached_s, "recompute_samples_per_s": args.samples / plain_s,
+        "identical_samples": cached == plain, "max_log2prob_difference_bits": float(diff)}
+    out["top_n_batch_size_sweep_samples_per_s"] = {
+        str(size): args.samples / fastest(lambda b=size: run("top_n", batch_size=b), args.repeats)[0]
+        for size in args.sweep if size <= args.samples}
+    return out, samples
+
+
+def baseline_scores(model: nn.Module, reference: nn.Module, tokenizer: Tokenizer, samples: list[Sample],
+                    args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """One sample at a time, one forward pass per model pass of each metric (8 per sample)."""
+    scores = {name: np.empty(len(samples)) for name in ALL}
+    for i, sample in enumerate(samples):
+        ids = [list(sample.token_ids)]
+        for name in ALL:
+            passes = {"target": lambda: token_log2probs(model, ids, 64),
+                      "reference": lambda: token_log2probs(reference, ids, 64),
+                      "lowercase": lambda: token_log2probs(model, [lowercased_ids(ids[0], tokenizer)], 64)}
+            got = {p: passes[p]() for p in PASSES[name]}
+            inputs = MetricInputs(texts=[sample.text], window_tokens=args.window, min_k_fraction=args.min_k, **got)
+            scores[name][i] = compute_metrics([name], inputs)[name][0]
+    return scores
+
+
+def bench_scoring(model: nn.Module, reference: nn.Module, tokenizer: Tokenizer, samples: list[Sample],
+                  args: argparse.Namespace) -> dict[str, Any]:
+    ids = [s.token_ids for s in samples]
+    texts = [s.text for s in samples]
+
+    def batched(target=None) -> dict[str, np.ndarray]:
+        inputs = metric_inputs(ALL, model, tokenizer, ids, texts, target=target, reference_model=reference,
+                               batch_size=args.batch_size, window_tokens=args.window, min_k_fraction=args.min_k)
+        return compute_metrics(ALL, inputs)
+
+    batched_s, fast = fastest(batched, args.repeats)
+    reuse_s, reused = fastest(lambda: batched([np.array(s.log2probs) for s in samples]), args.repeats)
+    target_s, _ = fastest(lambda: token_log2probs(model, ids, args.batch_size), args.repeats)
+    reference_s, _ = fastest(lambda: token_log2probs(reference, ids, args.batch_size), args.repeats)
+    baseline_s, slow = fastest(lambda: baseline_scores(model, reference, tokenizer, samples, args), 1)
+    agree = {name: float(np.abs(fast[name] - slow[name]).max()) for name in ALL}
+    agree_reuse = {name: float(np.abs(reused[name] - fast[name]).max()) for name in ALL}
+    return {"samples": len(samples), "tokens_per_sample": len(ids[0]), "metrics": ALL,
+            "batched_seconds": batched_s, "batched_reusing_generation_log2probs_seconds": reuse_s,
+            "baseline_one_sample_one_pass_per_metric_seconds": baseline_s,
+            "speedup_batched_vs_baseline": baseline_s / batched_s,
+            "speedup_batched_reusing_generation_vs_baseline": baseline_s / reuse_s,
+            "target_pass_seconds": target_s, "reference_pass_seconds": reference_s,
+            "max_abs_score_difference_batched_vs_baseline": agree,
+            "max_abs_score_difference_generation_log2probs_vs_pass": agree_reuse}
+
+
+def estimates(generation: dict[str, Any], scoring: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Stage seconds (3 strategies; scoring with generation's free log-probs), linear in samples x tokens."""
+    gen_per_token = np.mean([1 / g["generated_tokens_per_s"] for g in generation["per_strategy"].values()])
+    score_per_token = scoring["batched_reusing_generation_log2probs_seconds"] / (args.samples * args.tokens)
+    out = {}
+    for per_strategy, tokens in [(1000, 256), (500, 256), (256, 256), (256, 128), (200, 128), (128, 128)]:
+        work = len(STRATEGIES.names()) * per_strategy * tokens
+        out[f"{per_strategy}x{tokens}"] = {"generation_seconds": work * gen_per_token,
+                                          "scoring_seconds": work * score_per_token,
+                                          "total_seconds": work * (gen_per_token + score_per_token)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/nonprivate")
+    parser.add_argument("--samples", type=int, default=256, help="samples per strategy, and samples scored")
+    parser.add_argument("--tokens", type=int, default=256, help="generated tokens per sample")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--min-k", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[32, 64, 128, 256], help="generation batch sizes")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--out", default="benchmarks/results/extract_speed.json")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    model, reference, tokenizer, source = load_models(Path(args.model), args.seed)
+    generation, samples = bench_generation(model, tokenizer, args, prompt_texts(args.seed))
+    mixed = [s for group in zip(*samples.values()) for s in group][: args.samples]  # round-robin over strategies
+    scoring = bench_scoring(model, reference, tokenizer, mixed, args)
+    result = {
+        "model": source, "device": "cpu", "samples": args.samples, "tokens": args.tokens,
+        "batch_size": args.batch_size, "seed": args.seed, "generation": generation, "scoring": scoring,
+        "stage_estimates_seconds": estimates(generation, scoring, args),
+        "targets": {"speedup_batched_vs_baseline_min": 10.0},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+    }
+    with atomic_open(Path(args.out)) as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training-data extraction: generation, membership metrics, verification (Carlini et al. 2021)."""

@@ -1,0 +1,385 @@
+"""The report's sections as plain data for the template (numbers stay numbers; the template formats them).
+
+Each function takes the loaded inputs (and params where the reports do not say
+it) and returns dicts and lists; charts are built with :mod:`figures`. Nothing
+here escapes text: the template does, with autoescape on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from canaryaudit.config import Params
+from canaryaudit.report import measures
+from canaryaudit.report.figures import HALF_HEIGHT, HALF_WIDTH, Axis, Chart, RefLine, Series, bar_rows, colour, render_chart
+from canaryaudit.report.inputs import ReportInputs
+from canaryaudit.report.masking import mask_spans, mask_value, segments
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------- verdict and the run
+
+
+def verdict(gate: Mapping[str, Any]) -> dict[str, Any]:
+    rules = list(gate.get("rules", []))
+    failed = [r for r in rules if not r.get("passed")]
+    return {"passed": bool(gate.get("passed")), "rules": rules, "failed": failed}
+
+
+def _split_order(splits: Mapping[str, Any]) -> list[str]:
+    """train, valid, test first (reading order), then any other split."""
+    known = [name for name in ("train", "valid", "test") if name in splits]
+    return known + sorted(name for name in splits if name not in known)
+
+
+def data_section(inputs: ReportInputs) -> dict[str, Any] | None:
+    if inputs.prepare is None:
+        return None
+    splits = _dict(inputs.prepare.get("splits"))
+    rows = [{"split": name, **_dict(splits[name])} for name in _split_order(splits)]
+    return {"source": inputs.prepare.get("source"), "description": inputs.prepare.get("description"), "splits": rows}
+
+
+def sanitize_section(inputs: ReportInputs) -> dict[str, Any] | None:
+    report = inputs.sanitize
+    if report is None:
+        return None
+    splits = {name: _dict(report.get("splits"))[name] for name in _split_order(_dict(report.get("splits")))}
+    quality = _dict(report.get("detection_quality"))
+    actions = _dict(report.get("actions"))
+    types = sorted({*actions, *quality, *(t for s in splits.values() for t in _dict(_dict(s).get("found")))})
+    rows = []
+    for pii_type in types:
+        found = {name: _dict(_dict(s).get("found")).get(pii_type, 0) for name, s in splits.items()}
+        q = _dict(quality.get(pii_type))
+        rows.append({"type": pii_type, "action": actions.get(pii_type, "no detector"), "found": found,
+                     "total": sum(v for v in found.values() if isinstance(v, (int, float))),
+                     "precision": q.get("precision"), "recall": q.get("recall"), "truth": q.get("truth")})
+    dropped = sum(_dict(s).get("dropped", 0) or 0 for s in splits.values())
+    return {"enabled": report.get("enabled", True), "splits": list(splits), "rows": rows, "dropped": dropped}
+
+
+def canary_section(inputs: ReportInputs, params: Params) -> dict[str, Any]:
+    per_format = _dict(_dict(inputs.canaries).get("per_format"))
+    formats = []
+    for spec in params.canaries.formats:
+        info = _dict(_dict(inputs.formats).get(spec.name))
+        formats.append({"name": spec.name, "template": spec.template,
+                        "log2_space_size": info.get("log2_space_size",
+                                                    _dict(per_format.get(spec.name)).get("log2_space_size")),
+                        "canaries": _dict(per_format.get(spec.name)).get("canaries")})
+    counts = {k: _dict(inputs.canaries).get(k) for k in ("canaries", "included", "held_out", "copies_inserted", "audit")}
+    canary = params.canaries
+    return {"formats": formats, "insertions": list(canary.insertions), "per_count": canary.per_count,
+            "audit": canary.audit, "counts": counts, "present": inputs.canaries is not None}
+
+
+def model_rows(inputs: ReportInputs, params: Params) -> list[dict[str, Any]]:
+    rows = []
+    for variant in inputs.variants:
+        settings = params.train.variant(variant) if variant in params.train.variants else None
+        report = _dict(inputs.train.get(variant))
+        model = settings.model if settings else None
+        rows.append({
+            "variant": variant, "present": variant in inputs.train,
+            "arch": model.arch if model else None, "layers": model.layers if model else None,
+            "width": model.width if model else None, "context": model.context if model else None,
+            "epochs": report.get("epochs"), "steps": report.get("steps"), "parameters": report.get("parameters"),
+            "test_loss": report.get("test_loss"), "test_perplexity": report.get("test_perplexity"),
+            "epsilon": report.get("epsilon"), "delta": report.get("delta"),
+            "noise_multiplier": report.get("noise_multiplier"), "dp": bool(settings and settings.dp.enabled),
+            "train_seconds": report.get("train_seconds"),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------- exposure
+
+
+def _count_label(count: int) -> str:
+    return "held out" if count == 0 else f"{count}×"
+
+
+def exposure_section(inputs: ReportInputs) -> dict[str, Any] | None:
+    """Exposure vs insertion count (Secret Sharer's headline plot) and its table."""
+    present = [v for v in inputs.variants if v in inputs.exposure]
+    if not present:
+        return None
+    counts = sorted({c for v in present for c in measures.insertion_counts(inputs.exposure[v])})
+    index = {c: i for i, c in enumerate(counts)}
+    series = []
+    for n, variant in enumerate(present):
+        report, hue = inputs.exposure[variant], colour(n)
+        offset = (n - (len(present) - 1) / 2) * 0.07  # side by side, so dots of two variants do not overlap
+        maxima = [(index[c] + offset, measures.max_exposure(report, c)) for c in counts]
+        series.append(Series(f"{variant} (highest)", [(x, y) for x, y in maxima if y is not None], hue))
+        dots = [(r, measures.canary_exposure(r, "best")) for r in measures.canary_rows(report)]
+        dots = [(r, y) for r, y in dots if y is not None and r.get("insertions") in index]
+        series.append(Series(variant, [(index[r["insertions"]] + offset, y) for r, y in dots], hue, line=False,
+                             legend=False, radius=2.4,
+                             tooltips=[f"{variant} {r.get('canary_id')}: {y:.2f} bits" for r, y in dots]))
+
+    spaces = _space_lines(present, inputs)
+    chart = Chart("Exposure vs insertion count", Axis("times the canary was inserted in the training data",
+                  categories=[_count_label(c) for c in counts]), Axis("exposure (bits)", lo=0.0), series, spaces,
+                  note="Lines: the most exposed canary per insertion count; dots: every canary (best estimator: "
+                       "exact rank when computed, else the skew-normal extrapolation). At log2|R| a canary is the "
+                       "model's single likeliest filling, i.e. extractable.")
+    return {"chart": render_chart(chart), "variants": present, "rows": [exposure_row(inputs, present, c) for c in counts]}
+
+
+def exposure_row(inputs: ReportInputs, variants: Sequence[str], count: int) -> dict[str, Any]:
+    """One insertion count: per variant the mean and highest exposure (bits) and canaries extracted."""
+    cells = {}
+    for variant in variants:
+        report = inputs.exposure[variant]
+        rows = [r for r in measures.canary_rows(report) if r.get("insertions") == count]
+        cells[variant] = {"canaries": len(rows), "mean": measures.mean_exposure(report, count),
+                          "max": measures.max_exposure(report, count),
+                          "extracted": sum(1 for r in rows if r.get("extracted"))}
+    return {"insertions": count, "canaries": max(c["canaries"] for c in cells.values()), "cells": cells}
+
+
+def _space_lines(variants: Sequence[str], inputs: ReportInputs) -> list[RefLine]:
+    by_value: dict[float, list[str]] = {}
+    for variant in variants:
+        for name, bits in measures.log2_space_sizes(inputs.exposure[variant]).items():
+            if name not in by_value.setdefault(round(bits, 2), []):
+                by_value[round(bits, 2)].append(name)
+    return [RefLine(bits, f"log2|R| = {bits:.1f} bits ({', '.join(names)}): extraction threshold")
+            for bits, names in sorted(by_value.items())]
+
+
+def top_insertion(inputs: ReportInputs, variant: str) -> int | None:
+    counts = [c for c in measures.insertion_counts(inputs.exposure.get(variant)) if c > 0]
+    return max(counts) if counts else None
+
+
+def privacy_utility_section(inputs: ReportInputs, params: Params) -> dict[str, Any] | None:
+    """Test loss against exposure (and against epsilon for DP variants); Pareto front when several."""
+    points = []
+    for variant in inputs.variants:
+        loss = measures.as_number(_dict(inputs.train.get(variant)).get("test_loss"))
+        k = top_insertion(inputs, variant)
+        exposure = measures.max_exposure(inputs.exposure.get(variant), k) if k is not None else None
+        if loss is not None and exposure is not None:
+            points.append((variant, exposure, loss, k))
+    if not points:
+        return None
+    charts = [_exposure_loss_chart(points)]
+    dp_chart = _epsilon_loss_chart(inputs)
+    if dp_chart is not None:
+        charts.append(dp_chart)
+    return {"charts": charts}
+
+
+def _exposure_loss_chart(points: Sequence[tuple[str, float, float, int]]) -> Any:
+    xy = [(x, y) for _, x, y, _ in points]
+    front = measures.pareto_front(xy) if len(points) > 1 else []
+    series = [Series(name, [(x, y)], colour(i), line=False, labels=[name],
+                     tooltips=[f"{name}: exposure {x:.2f} bits (canaries inserted {k}x), test loss {y:.4f}"])
+              for i, (name, x, y, k) in enumerate(points)]
+    if len(front) > 1:
+        series.insert(0, Series("Pareto front", [xy[i] for i in front], "#9aa5b1", markers=False, dashed=True))
+    note = ("Lower-left is better: less memorization and lower test loss. Exposure: the most exposed canary at the "
+            "highest insertion count (bits).")
+    if front:
+        note += " On the Pareto front: " + ", ".join(points[i][0] for i in front) + "."
+    return render_chart(Chart("Privacy vs utility: test loss against exposure",
+                              Axis("exposure of the most exposed canary (bits, lower = more private)"),
+                              Axis("test loss (nats/token)"), series, note=note, width=HALF_WIDTH, height=HALF_HEIGHT))
+
+
+def _epsilon_loss_chart(inputs: ReportInputs) -> Any:
+    dp, reference = [], []
+    for variant in inputs.variants:
+        train = _dict(inputs.train.get(variant))
+        loss, eps = measures.as_number(train.get("test_loss")), measures.accountant_epsilon(train)
+        if loss is None:
+            continue
+        (dp if eps is not None else reference).append((variant, eps, loss))
+    if not dp:
+        return None
+    series = [Series(name, [(eps, loss)], colour(i), line=False, labels=[f"{name} (ε={eps:.3g})"])
+              for i, (name, eps, loss) in enumerate(dp)]
+    if len(dp) > 1:
+        ordered = sorted((eps, loss) for _, eps, loss in dp)
+        series.insert(0, Series("DP variants", ordered, "#9aa5b1", markers=False, dashed=True, legend=False))
+    by_loss: dict[float, list[str]] = {}
+    for name, _, loss in reference:
+        by_loss.setdefault(round(loss, 3), []).append(name)
+    refs = [RefLine(loss, f"{', '.join(names)}: no DP, test loss {loss:.3f}") for loss, names in by_loss.items()]
+    log_x = len(dp) > 1 and max(e for _, e, _ in dp) / max(min(e for _, e, _ in dp), 1e-12) > 20
+    return render_chart(Chart("Privacy vs utility: test loss against epsilon (DP variants)",
+                              Axis("accountant epsilon (lower = stronger guarantee)", log=log_x, lo=None if log_x else 0.0),
+                              Axis("test loss (nats/token)"), series, refs, width=HALF_WIDTH, height=HALF_HEIGHT,
+                              note="Dashed lines: variants trained without DP, for comparison."))
+
+
+# ---------------------------------------------------------------- canaries
+
+
+MAX_CANARY_ROWS = 1000  # per variant; keeps a large audit's report small (the full list is in exposure/V.csv)
+
+
+def canary_tables(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """Per variant: every canary (up to MAX_CANARY_ROWS), most exposed first, and the per-format search costs."""
+    tables = []
+    for variant in inputs.variants:
+        report = inputs.exposure.get(variant)
+        if report is None:
+            continue
+        rows = []
+        for r in measures.canary_rows(report):
+            rows.append({**r, "best": measures.canary_exposure(r, "best"),
+                         "best_estimator": measures.best_estimator_used(r)})
+        rows.sort(key=lambda r: (-(r.get("insertions") or 0), -(r["best"] if r["best"] is not None else -math.inf)))
+        formats = [{"name": name, **_dict(entry), "extraction": _dict(_dict(entry).get("extraction"))}
+                   for name, entry in _dict(report.get("formats")).items()]
+        tables.append({"variant": variant, "rows": rows[:MAX_CANARY_ROWS], "total": len(rows),
+                       "formats": formats, "extracted": measures.extracted_canaries(report)})
+    return tables
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def extraction_sections(inputs: ReportInputs, top_samples: int) -> list[dict[str, Any]]:
+    out = []
+    for variant in inputs.variants:
+        report = inputs.extract.get(variant)
+        if report is None:
+            continue
+        out.append({"variant": variant, "reference_variant": report.get("reference_variant"),
+                    "samples": _dict(report.get("samples")), "table": strategy_metric_table(report.get("table")),
+                    "unique_memorized": measures.unique_memorized(report),
+                    "pii": [{**_dict(p), "masked": mask_value(str(_dict(p).get("masked", "")))}
+                            for p in report.get("memorized_pii") or [] if isinstance(p, dict)],
+                    "canaries": [c for c in report.get("memorized_canaries") or [] if isinstance(c, dict)],
+                    "ranked": len(report.get("top_samples") or []),
+                    "top": [display_sample(s) for s in memorized_first(report.get("top_samples"))[:top_samples]]})
+    return out
+
+
+def memorized_first(samples: Any) -> list[dict[str, Any]]:
+    """The verified memorized samples in rank order; unverified ones only when none is memorized."""
+    samples = [s for s in samples or [] if isinstance(s, dict)]
+    memorized = [s for s in samples if s.get("memorized")]
+    return memorized or samples
+
+
+def strategy_metric_table(rows: Any) -> dict[str, Any]:
+    """The paper's Table 2: verified memorized samples per strategy (rows) x ranking metric (columns)."""
+    rows = [r for r in rows or [] if isinstance(r, dict)]
+    strategies = list(dict.fromkeys(str(r.get("strategy")) for r in rows))
+    metrics = list(dict.fromkeys(str(r.get("metric")) for r in rows))
+    cells = {(str(r.get("strategy")), str(r.get("metric"))): r for r in rows}
+    best = max((r.get("memorized") or 0 for r in rows), default=0)
+    return {"strategies": strategies, "metrics": metrics, "cells": cells, "best": best,
+            "top_k": rows[0].get("top_k") if rows else None}
+
+
+def display_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """A top sample ready to show: PII masked again from its spans, cut into highlighted segments."""
+    pii = [p for p in sample.get("pii") or [] if isinstance(p, dict)]
+    text = mask_spans(str(sample.get("text", "")), pii)
+    span = sample.get("span") if sample.get("memorized") else None
+    return {**sample, "segments": segments(text, span, pii), "pii_types": sorted({str(p.get("type")) for p in pii}),
+            "span_chars": (span[1] - span[0]) if isinstance(span, list) and len(span) == 2 else None}
+
+
+# ---------------------------------------------------------------- membership inference
+
+
+def membership_sections(inputs: ReportInputs) -> list[dict[str, Any]]:
+    out = []
+    for variant in inputs.variants:
+        report = inputs.extract.get(variant)
+        if report is None:
+            continue
+        membership = _dict(report.get("membership"))
+        curves = roc_curves(inputs.roc.get(variant, []))
+        charts = [_roc_chart(variant, curves, log=False), _roc_chart(variant, curves, log=True)] if curves else []
+        out.append({"variant": variant, "members": membership.get("members"), "nonmembers": membership.get("nonmembers"),
+                    "tokens": membership.get("tokens"), "metrics": measures.membership_metrics(report), "charts": charts,
+                    "roc_missing": not curves})
+    return out
+
+
+def roc_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, list[tuple[float, float]]]:
+    """metric -> [(fpr, tpr)] from V_roc.csv rows, sorted by fpr; unparsable rows are skipped."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        try:
+            point = (float(row["fpr"]), float(row["tpr"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in point):
+            curves.setdefault(str(row.get("metric")), []).append(point)
+    return {metric: sorted(points) for metric, points in curves.items()}
+
+
+def _roc_chart(variant: str, curves: Mapping[str, list[tuple[float, float]]], log: bool) -> Any:
+    floor = 1e-3  # the log-log view starts at FPR 0.1%, the lowest rate the report's table quotes
+    series = [Series(metric, points, colour(i)) for i, (metric, points) in enumerate(curves.items())]
+    chance = [(floor, floor), (1.0, 1.0)] if log else [(0.0, 0.0), (1.0, 1.0)]
+    series.append(Series("chance", chance, "#9aa5b1", markers=False, dashed=True))
+    series = [Series(s.name, s.points, s.colour, markers=False, dashed=s.dashed) for s in series]
+    lo = floor if log else 0.0
+    title = f"{variant}: ROC, {'log-log (low false-positive rates)' if log else 'linear'}"
+    return render_chart(Chart(title, Axis("false positive rate", log=log, lo=lo, hi=1.0),
+                              Axis("true positive rate", log=log, lo=lo, hi=1.0), series, width=HALF_WIDTH,
+                              height=HALF_HEIGHT))
+
+
+# ---------------------------------------------------------------- DP: empirical vs accountant epsilon
+
+
+def dp_sections(inputs: ReportInputs, params: Params) -> list[dict[str, Any]]:
+    out = []
+    for variant in inputs.variants:
+        train, extract = inputs.train.get(variant), inputs.extract.get(variant)
+        if train is None and extract is None:
+            continue
+        settings = params.train.variant(variant) if variant in params.train.variants else None
+        audit = _dict(_dict(extract).get("empirical_epsilon"))
+        eps, delta = measures.accountant_epsilon(train), measures.as_number(_dict(train).get("delta"))
+        out.append({"variant": variant, "epsilon": eps, "delta": delta, "audit": audit, "dp": eps is not None,
+                    "context": settings.model.context if settings else None, "bars": epsilon_bars(audit, eps),
+                    "groups": group_rows(inputs, variant, eps, delta)})
+    return out
+
+
+def epsilon_bars(audit: Mapping[str, Any], accountant: float | None) -> Any:
+    """Empirical lower bound, the bound's ceiling for this many guesses, and the accountant's epsilon.
+
+    The lower bound can never exceed the ceiling; above the accountant's epsilon it would
+    mean the DP implementation or its accounting is wrong. No DP: the accountant's epsilon is infinite.
+    """
+    lower, ceiling = measures.as_number(audit.get("epsilon_lower_bound")), measures.as_number(audit.get("ceiling"))
+    if lower is None and accountant is None:
+        return None
+    finite = [v for v in (lower, ceiling, accountant) if v is not None]
+    scale = max(finite) * 1.1 if finite and max(finite) > 0 else 1.0
+    return bar_rows([("empirical lower bound", lower, "#D55E00"),
+                     ("ceiling of the bound", ceiling, "#9aa5b1"),
+                     ("accountant ε", accountant if accountant is not None else math.inf, "#0072B2")], scale)
+
+
+def group_rows(inputs: ReportInputs, variant: str, eps: float | None, delta: float | None) -> list[dict[str, Any]]:
+    """Per insertion count k: the group guarantee (k eps, k e^((k-1) eps) delta) beside the exposure measured."""
+    rows = []
+    for k in measures.insertion_counts(inputs.exposure.get(variant)) or []:
+        if k == 0:
+            continue
+        group_eps, group_delta = measures.group_privacy(eps, delta, k) if eps is not None and delta else (None, None)
+        rows.append({"k": k, "epsilon": group_eps, "delta": group_delta,
+                     "vacuous": group_delta is not None and group_delta >= 1.0,
+                     "max_exposure": measures.max_exposure(inputs.exposure.get(variant), k)})
+    return rows
+

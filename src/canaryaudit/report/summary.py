@@ -1,0 +1,75 @@
+"""reports/summary.json: the audit's headline numbers, flat enough for ``dvc metrics show/diff``.
+
+Shape: ``{"gate": {...}, "variants": {VARIANT: {...}}, "missing_inputs": n}``.
+Per variant: test loss (nats/token) and perplexity, parameters, epsilon and
+delta (null without DP), the highest exposure in bits per insertion count
+(``x64``; ``held_out`` for canaries never trained on; best estimator = exact
+when known, else extrapolation), canaries extracted by the shortest-path
+search, unique memorized samples, PII items and canaries in them, the best
+membership AUC and the empirical epsilon lower bound. A value not measured is null.
+
+The same numbers go to the MLflow parent run as ``variant.VARIANT.KEY`` metrics
+(:func:`summary_metrics`); ``canaryaudit compare`` reads them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from canaryaudit.report import measures
+from canaryaudit.report.inputs import ReportInputs
+from canaryaudit.tracking import numeric_metrics
+
+METRIC_PREFIX = "variant"
+
+
+def insertion_key(count: int) -> str:
+    return "held_out" if count == 0 else f"x{count}"
+
+
+def _integer(value: Any) -> int | None:
+    number = measures.as_number(value)
+    return int(number) if number is not None else None
+
+
+def variant_summary(inputs: ReportInputs, variant: str) -> dict[str, Any]:
+    train = inputs.train.get(variant)
+    exposure = inputs.exposure.get(variant)
+    extract = inputs.extract.get(variant)
+    auc, auc_metric = measures.membership_auc(extract)
+    return {
+        "test_loss": measures.as_number(train.get("test_loss")) if train else None,
+        "test_perplexity": measures.test_perplexity(train),
+        "parameters": _integer(train.get("parameters")) if train else None,
+        "epsilon": measures.accountant_epsilon(train),
+        "delta": measures.as_number(train.get("delta")) if train else None,
+        "max_exposure_bits": {
+            insertion_key(k): measures.max_exposure(exposure, k) for k in measures.insertion_counts(exposure)
+        },
+        "extracted_canaries": measures.extracted_canaries(exposure),
+        "unique_memorized": measures.unique_memorized(extract),
+        "memorized_pii": measures.memorized_pii_count(extract),
+        "memorized_canaries": measures.memorized_canary_count(extract),
+        "best_mia_auc": auc,
+        "best_mia_metric": auc_metric,
+        "empirical_epsilon": measures.empirical_epsilon(extract),
+    }
+
+
+def build_summary(inputs: ReportInputs, gate: Mapping[str, Any]) -> dict[str, Any]:
+    failed = [r["name"] for r in gate.get("rules", []) if not r.get("passed")]
+    return {
+        "gate": {"passed": bool(gate.get("passed")), "rules": len(gate.get("rules", [])), "failed": len(failed)},
+        "variants": {v: variant_summary(inputs, v) for v in inputs.variants},
+        "missing_inputs": len(inputs.missing) + len(inputs.invalid),
+    }
+
+
+def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    """MLflow metrics of the summary: ``variant.dp.max_exposure_bits.x64``, ``gate.passed`` (1/0), ..."""
+    metrics = numeric_metrics(summary.get("variants", {}), METRIC_PREFIX)
+    gate = summary.get("gate", {})
+    metrics["gate.passed"] = 1.0 if gate.get("passed") else 0.0
+    metrics["gate.failed"] = float(gate.get("failed", 0))
+    return metrics

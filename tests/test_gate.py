@@ -1,0 +1,179 @@
+"""The privacy gate: each check on hand-made reports, missing measurements, gate.json and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from canaryaudit.config import GATE_CHECKS, GateRule
+from canaryaudit.gate import CHECKS, add_gate_arguments, cmd_gate, evaluate_gate, evaluate_rule, format_table
+from canaryaudit.report.inputs import load_inputs
+from tests.test_report import make_reports
+
+VARIANTS = {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
+            "reference": {"model": {"layers": 1, "width": 64}}}
+
+
+def _exposure_report() -> dict:
+    """Three canaries inserted 64x: exact known for one; two held out."""
+    return {"variant": "dp", "extracted": 1, "canaries": [
+        {"canary_id": "a", "insertions": 64, "included": True, "exposure_exact": 21.5, "exposure_extrapolation": 24.3,
+         "exposure_interpolation": 13.29, "extracted": True},
+        {"canary_id": "b", "insertions": 64, "included": True, "exposure_exact": None, "exposure_extrapolation": 22.0,
+         "exposure_interpolation": 13.29, "extracted": False},
+        {"canary_id": "c", "insertions": 0, "included": False, "exposure_exact": None, "exposure_extrapolation": 3.1,
+         "exposure_interpolation": 3.0, "extracted": False},
+    ]}
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    root = tmp_path / "reports"
+    (root / "exposure").mkdir(parents=True)
+    (root / "exposure" / "dp.json").write_text(json.dumps(_exposure_report()))
+    (root / "train").mkdir()
+    (root / "train" / "dp.json").write_text(json.dumps({"epsilon": 0.72, "delta": 1e-5, "test_perplexity": 17.28}))
+    (root / "train" / "nonprivate.json").write_text(json.dumps({"epsilon": None, "delta": None, "test_perplexity": 2.06}))
+    (root / "extract").mkdir()
+    (root / "extract" / "dp.json").write_text(json.dumps({
+        "unique_memorized": 3,
+        "memorized_pii": [{"type": "email", "masked": "****om", "sample_id": "s1"},
+                          {"type": "ssn", "masked": "*********89", "sample_id": "s1"}],
+        "memorized_canaries": [{"canary_id": "a", "sample_id": "s2"}, {"canary_id": "a", "sample_id": "s3"}],
+        "membership": {"metrics": {"perplexity": {"auc": 0.71}, "zlib": {"auc": 0.64}}},
+        "empirical_epsilon": {"epsilon_lower_bound": 0.4, "ceiling": 1.58}}))
+    return root
+
+
+def _rule(**fields) -> GateRule:
+    return GateRule(**fields)
+
+
+def _evaluate(reports: Path, rule: GateRule) -> dict:
+    return evaluate_rule(rule, load_inputs(reports, ("dp", "nonprivate")))
+
+
+def test_every_configurable_check_is_registered():
+    assert sorted(CHECKS.names()) == sorted(GATE_CHECKS)
+
+
+def test_exposure_rule_uses_the_chosen_estimator(reports):
+    best = _evaluate(reports, _rule(check="exposure", variant="dp", insertions=64, max=20.0))
+    # best: canary a has an exact rank (21.5), canary b only an extrapolation (22.0) -> max 22.0
+    assert best["value"] == 22.0 and best["passed"] is False
+    assert best["reason"] == "highest exposure of dp canaries inserted 64x (best) is 22 bits > 20"
+    extrapolation = _evaluate(reports, _rule(check="exposure", variant="dp", insertions=64, estimator="extrapolation", max=25))
+    assert extrapolation["value"] == 24.3 and extrapolation["passed"] is True
+    assert extrapolation["name"] == "dp-exposure-x64" and extrapolation["estimator"] == "extrapolation"
+    exact = _evaluate(reports, _rule(check="exposure", variant="dp", insertions=64, estimator="exact", max=25))
+    assert exact["value"] == 21.5
+
+
+def test_exposure_for_an_insertion_count_never_used_is_missing_and_fails(reports):
+    result = _evaluate(reports, _rule(check="exposure", variant="dp", insertions=16, max=100.0))
+    assert result["value"] is None and result["passed"] is False
+    assert "no best exposure measured for canaries inserted 16x (insertion counts: 0, 64)" in result["reason"]
+
+
+@pytest.mark.parametrize(("check", "expected"), [
+    ("extracted_canaries", 1.0), ("memorized_samples", 3.0), ("memorized_pii", 2.0), ("memorized_canaries", 1.0),
+    ("empirical_epsilon", 0.4), ("accountant_epsilon", 0.72), ("test_perplexity", 17.28),
+])
+def test_count_and_scalar_checks(reports, check, expected):
+    result = _evaluate(reports, _rule(check=check, variant="dp", max=0.5))
+    assert result["value"] == pytest.approx(expected)
+    assert result["passed"] is (expected <= 0.5)
+
+
+def test_membership_auc_default_is_the_best_metric(reports):
+    best = _evaluate(reports, _rule(check="membership_auc", variant="dp", max=0.6))
+    assert best["value"] == 0.71 and "(perplexity)" in best["reason"] and best["passed"] is False
+    zlib = _evaluate(reports, _rule(check="membership_auc", variant="dp", metric="zlib", max=0.65))
+    assert zlib["value"] == 0.64 and zlib["passed"] is True and zlib["name"] == "dp-membership_auc-zlib"
+
+
+def test_missing_measurements_fail_with_a_reason(reports):
+    no_dp = _evaluate(reports, _rule(check="accountant_epsilon", variant="nonprivate", max=8))
+    assert no_dp["value"] is None and no_dp["passed"] is False and "not trained with DP" in no_dp["reason"]
+    no_file = _evaluate(reports, _rule(check="memorized_pii", variant="nonprivate", max=0))
+    assert no_file["value"] is None and "extract/nonprivate.json is missing" in no_file["reason"]
+
+
+def test_unreadable_file_is_named(reports):
+    (reports / "extract" / "dp.json").write_text("{broken")
+    result = _evaluate(reports, _rule(check="memorized_samples", variant="dp", max=0))
+    assert result["value"] is None and "extract/dp.json is unreadable" in result["reason"]
+
+
+def test_gate_json_shape_and_table(reports):
+    rules = [_rule(check="test_perplexity", variant="dp", max=20, name="dp-utility"),
+             _rule(check="memorized_pii", variant="dp", max=0)]
+    gate = evaluate_gate(rules, load_inputs(reports, ("dp",)))
+    assert gate["passed"] is False
+    assert gate["rules"][0] == {"name": "dp-utility", "check": "test_perplexity", "variant": "dp", "max": 20.0,
+                                "value": 17.28, "passed": True, "reason": "test perplexity of dp is 17.28 <= 20"}
+    table = format_table(gate)
+    assert "dp-utility" in table and "FAIL" in table and table.endswith("gate FAILED (1 of 2 rules)")
+    assert evaluate_gate([], load_inputs(reports, ("dp",))) == {"passed": True, "rules": []}
+
+
+# ---------------------------------------------------------------- canaryaudit gate
+
+
+def _args(tmp_path: Path, rules: list[dict] | None = None, reports: Path | None = None, out: Path | None = None):
+    raw = {"train": {"variants": VARIANTS}}
+    if rules is not None:
+        raw["gate"] = {"rules": rules}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_gate_arguments(parser)
+    argv = ["--params", str(params), "--reports", str(reports or tmp_path / "reports")]
+    return parser.parse_args(argv + (["--out", str(out)] if out else []))
+
+
+def test_cli_exit_0_when_every_default_rule_passes(tmp_path, capsys):
+    make_reports(tmp_path / "reports")
+    out = tmp_path / "gate.json"
+    assert cmd_gate(_args(tmp_path, out=out)) == 0
+    printed = capsys.readouterr().out
+    assert "dp-exposure-x64" in printed and printed.strip().endswith("gate PASSED")
+    assert json.loads(out.read_text())["passed"] is True
+
+
+def test_cli_exit_1_when_a_rule_fails(tmp_path, capsys):
+    make_reports(tmp_path / "reports")
+    rules = [{"check": "exposure", "variant": "nonprivate", "insertions": 64, "max": 20.0}]
+    assert cmd_gate(_args(tmp_path, rules)) == 1
+    assert "nonprivate-exposure-x64" in capsys.readouterr().out
+
+
+def test_cli_exit_1_when_a_measurement_is_missing(tmp_path):
+    make_reports(tmp_path / "reports", extract=False)
+    assert cmd_gate(_args(tmp_path)) == 1  # the PII and membership rules have no extract report
+
+
+def test_cli_exit_2_without_reports(tmp_path, capsys):
+    assert cmd_gate(_args(tmp_path)) == 2
+    assert "reports folder not found" in capsys.readouterr().err
+    (tmp_path / "reports").mkdir()
+    assert cmd_gate(_args(tmp_path)) == 2
+    assert "none of the reports the gate reads exists" in capsys.readouterr().err
+
+
+def test_cli_exit_2_on_unparsable_json(tmp_path, capsys):
+    make_reports(tmp_path / "reports")
+    (tmp_path / "reports" / "exposure" / "dp.json").write_text('{"canaries": [', encoding="utf-8")
+    assert cmd_gate(_args(tmp_path)) == 2
+    assert "exposure/dp.json" in capsys.readouterr().err
+
+
+def test_cli_exit_2_on_bad_params(tmp_path, capsys):
+    make_reports(tmp_path / "reports")
+    assert cmd_gate(_args(tmp_path, [{"check": "exposure", "variant": "dp", "max": 1.0}])) == 2  # no insertions
+    assert "gate.rules" in capsys.readouterr().err
+    assert cmd_gate(_args(tmp_path, [{"check": "vibes", "variant": "dp", "max": 1.0}])) == 2

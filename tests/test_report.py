@@ -1,0 +1,448 @@
+"""The HTML report: inputs, masking, figures, summary, rendering and escaping.
+
+``make_reports`` writes a realistic reports folder (the shapes of a default run's
+files; extract/V.json exactly as in the contract) for this file, test_gate.py and
+test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canaryaudit.config import Params, parse_params
+from canaryaudit.io import write_csv, write_json
+
+MALICIOUS = '<script>alert(1)</script></table><a href="javascript:alert(2)">click</a>'
+LOG2_R = math.log2(1e9)  # 29.897 bits: 9 random digits
+
+# ---------------------------------------------------------------- realistic report files
+
+
+def _train(variant: str, dp: bool) -> dict[str, Any]:
+    small = variant == "reference"  # 1 layer x 64: fewer parameters, higher loss
+    loss = 2.849692118445108 if dp else (1.1046 if small else 0.7217060791429624)
+    return {
+        "delta": 1.826817683595177e-05 if dp else None, "epochs": 3, "epsilon": 0.7221971084569908 if dp else None,
+        "noise_multiplier": 1.0 if dp else None, "parameters": 58240 if small else 415232, "peak_memory_bytes": 777928704,
+        "resumed_from_epoch": 0, "steps": 516, "stopped_early": False,
+        "test_loss": loss, "test_perplexity": math.exp(loss),
+        "tokens_per_second": 22837.9, "train_seconds": 56.85 if dp else 46.27, "valid_loss": 2.84 if dp else 0.73,
+        "variant": variant,
+    }
+
+
+def _canary_row(fmt: str, k: int, i: int, exposure: float, included: bool, audit: bool, extracted: bool) -> dict[str, Any]:
+    exact = LOG2_R if extracted else (exposure if exposure > 20 else None)
+    return {
+        "audit": audit, "canary_id": f"{fmt}-{'audit' if audit else f'x{k}'}-{i}",
+        "exact_rank": 1 if extracted else (round(2 ** (LOG2_R - exact)) if exact else None),
+        "exact_rank_note": None if exact else "skipped: estimated rank 5.06e+08 > 100000",
+        "exact_rank_rows": 61234 if exact else None, "exposure_exact": exact,
+        "exposure_extrapolation": exposure + (2.4 if exposure > 20 else 0.01),
+        "exposure_interpolation": min(exposure, 13.287712379549449), "extracted": extracted,
+        "extraction_position": 1 if extracted else None, "format": fmt, "included": included,
+        "insertions": k if included else 0, "px_bits": 42.0 - exposure,
+    }
+
+
+def _exposure(variant: str, dp: bool, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    rows = []
+    for fmt in ("ssn", "number"):
+        for k in (1, 4, 16, 64):
+            for i in range(2):
+                memorized = 0.0 if dp else {1: 1.0, 4: 2.0, 16: 6.0, 64: 26.0}[k]
+                exposure = memorized + rng.uniform(0.05, 3.0)
+                extracted = not dp and k == 64 and i == 0 and fmt == "number"
+                rows.append(_canary_row(fmt, k, i, exposure, True, False, extracted))
+    for i in range(64):
+        included = i % 2 == 0
+        rows.append(_canary_row("number", 1, i, rng.uniform(0.05, 4.0), included, True, False))
+    by_insertions = {}
+    for k in sorted({r["insertions"] for r in rows}):
+        group = [r for r in rows if r["insertions"] == k]
+        stats = {}
+        for est in ("interpolation", "extrapolation", "exact"):
+            values = [r[f"exposure_{est}"] for r in group if r[f"exposure_{est}"] is not None]
+            stats[est] = ({"max": max(values), "mean": sum(values) / len(values), "min": min(values), "n": len(values)}
+                          if values else None)
+        by_insertions[str(k)] = {"canaries": len(group), **stats,
+                                 "extracted_fraction": sum(r["extracted"] for r in group) / len(group)}
+    search = {"candidates_returned": 3, "iterations": 394, "model_calls": 392, "model_rows": 99947,
+              "nodes_expanded": 99948, "seconds": 14.0, "top_px_bits": 17.3, "within_budget": False}
+    formats = {name: {"extraction": search, "log2_space_size": LOG2_R, "model_calls": 774, "model_rows": 466194,
+                      "reference_px_mean": 33.7, "reference_px_std": 2.8, "references": 10000,
+                      "skew_normal_fit": {"loc": 32.0, "scale": 3.27, "shape": 0.86}, "space_size": 1000000000}
+               for name in ("number", "ssn")}
+    return {"by_insertions": by_insertions, "canaries": rows, "extracted": sum(r["extracted"] for r in rows if r["included"]),
+            "formats": formats, "variant": variant}
+
+
+def _sample_text(rng: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
+    """A 256-character email-like sample with one (already masked) email address."""
+    email = "*" * 14 + "om"
+    head = f"From: {email}\nSubject: wire transfer {i}\n\nHi team, please find the payroll summary attached. "
+    body = "".join(rng.choice("abcdefghij klmnopqrstuvwxyz") for _ in range(256 - len(head)))
+    return head + body, [{"type": "email", "start": 6, "end": 6 + len(email)}]
+
+
+def make_extract(variant: str, seed: int, strong: bool, malicious: bool = True, top: int = 20) -> dict[str, Any]:
+    """extract/V.json exactly as the contract gives it."""
+    rng = random.Random(seed)
+    strategies, metrics = ("top_n", "temperature_decay", "prefix"), ("perplexity", "reference_ratio", "zlib",
+                                                                    "lowercase", "window", "min_k")
+    table = [{"strategy": s, "metric": m, "candidates": 1000, "top_k": 100,
+              "memorized": rng.randint(5, 40) if strong else rng.randint(0, 2),
+              "memorized_with_pii": rng.randint(0, 3) if strong else 0,
+              "memorized_with_canary": rng.randint(0, 2) if strong else 0} for s in strategies for m in metrics]
+    samples = []
+    for i in range(top):
+        text, pii = _sample_text(rng, i)
+        if malicious and i == 0:
+            text = MALICIOUS + text[len(MALICIOUS):]
+            pii = [{"type": "email", "start": len(MALICIOUS) + 2, "end": len(MALICIOUS) + 18}]
+        samples.append({"sample_id": f"top_n-{i}", "strategy": strategies[i % 3], "rank_metric": metrics[i % 6],
+                        "rank": i + 1, "text": text, "memorized": i % 4 != 3, "span": [40, 180],
+                        "k_eidetic": 1 + i % 5, "pii": pii, "canary_ids": ["number-x64-0"] if i == 2 else [],
+                        "scores": {m: round(rng.uniform(0.5, 5), 3) for m in metrics}})
+
+    def mia(auc: float) -> dict[str, Any]:
+        return {"auc": auc, "auc_ci": [auc - 0.03, auc + 0.03], "tpr_at_1pct_fpr": 0.05, "tpr_at_1pct_fpr_ci": [0.01, 0.09],
+                "tpr_at_0_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr_ci": [0.0, 0.03]}
+
+    return {
+        "variant": variant, "reference_variant": "reference",
+        "samples": {"generated": 3000, "tokens": 256, "per_strategy": {s: 1000 for s in strategies},
+                    "generation_seconds": 12.3, "scoring_seconds": 4.5},
+        "table": table, "unique_memorized": 40 if strong else 0,
+        "memorized_pii": [{"type": "email", "masked": "**************om", "sample_id": "top_n-1"}] if strong else [],
+        "memorized_canaries": ([{"canary_id": "number-x64-0", "format": "number", "insertions": 64, "sample_id": "top_n-2"}]
+                               if strong else []),
+        "top_samples": samples if strong else [],
+        "membership": {"members": 500, "nonmembers": 380, "tokens": 128,
+                       "metrics": {m: mia(0.71 - 0.02 * j if strong else 0.51 + 0.005 * j) for j, m in enumerate(metrics)}},
+        "empirical_epsilon": {"canaries": 64, "guesses": 16, "correct": 12 if strong else 9, "delta": 1.8e-5, "p": 0.05,
+                              "epsilon_lower_bound": 0.4 if strong else 0.0, "ceiling": 1.58,
+                              "accountant_epsilon": None if strong else 0.72, "score": "-px_bits"},
+        "metric_directions": "higher score = more likely memorized (every metric)",
+    }
+
+
+def roc_rows(seed: int, strong: bool) -> list[dict[str, Any]]:
+    """extract/V_roc.csv rows (metric, fpr, tpr): concave curves, 60 points per metric, from (0,0) to (1,1)."""
+    rows = []
+    for j, metric in enumerate(("perplexity", "zlib", "min_k")):
+        power = (0.45 + 0.1 * j) if strong else 0.95
+        for i in range(61):
+            fpr = 0.0 if i == 0 else 10 ** (-4 + 4 * i / 60)
+            rows.append({"metric": metric, "fpr": fpr, "tpr": fpr**power})
+    return rows
+
+
+def make_reports(root: Path, variants: tuple[str, ...] = ("nonprivate", "dp", "reference"),
+                 extract: bool = True, malicious: bool = True) -> Path:
+    """A reports folder like a default run's (realistic numbers); returns it."""
+    write_json(root / "prepare.json", {"description": "builtin synthetic emails (seed 1234)", "ground_truth": True,
+                                       "source": "builtin:emails", "splits": {
+                                           "test": {"bytes": 49367, "documents": 68}, "train": {"bytes": 401433, "documents": 544},
+                                           "valid": {"bytes": 50062, "documents": 68}}})
+    found = {"email": 1530, "phone": 1141, "ssn": 140, "credit_card": 150}
+    write_json(root / "sanitize.json", {
+        "actions": {t: "mask" for t in found}, "enabled": True, "detectors": list(found),
+        "detection_quality": {**{t: {"precision": 1.0, "recall": 1.0, "truth": n, "detected": n, "detector": True}
+                                 for t, n in found.items()},
+                              "person_name": {"precision": None, "recall": 0.0, "truth": 4795, "detected": 0, "detector": False}},
+        "splits": {s: {"documents_in": n, "documents_out": n, "dropped": 0, "found": found, "masked": found}
+                   for s, n in (("train", 544), ("valid", 68), ("test", 68))}})
+    write_json(root / "canaries.json", {"audit": 64, "canaries": 80, "copies_inserted": 375, "held_out": 29, "included": 51,
+                                        "per_format": {"number": {"canaries": 72, "log2_space_size": LOG2_R},
+                                                       "ssn": {"canaries": 8, "log2_space_size": LOG2_R}}})
+    for n, variant in enumerate(variants):
+        dp = variant == "dp"
+        write_json(root / "train" / f"{variant}.json", _train(variant, dp))
+        write_csv(root / "train" / f"{variant}_loss.csv", [{"epoch": e, "train_loss": 3.0 / e, "valid_loss": 3.1 / e} for e in (1, 2, 3)])
+        write_json(root / "exposure" / f"{variant}.json", _exposure(variant, dp, seed=n))
+        if extract:
+            write_json(root / "extract" / f"{variant}.json", make_extract(variant, n, strong=not dp, malicious=malicious))
+            write_csv(root / "extract" / f"{variant}_roc.csv", roc_rows(n, strong=not dp))
+    return root
+
+
+def default_params(**sections: Any) -> Params:
+    raw: dict[str, Any] = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
+                                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+    raw.update(sections)
+    return parse_params(raw)
+
+
+def render(reports: Path, params: Params | None = None) -> tuple[str, dict[str, Any]]:
+    from canaryaudit.gate import evaluate_gate
+    from canaryaudit.report.inputs import load_inputs
+    from canaryaudit.report.render import render_report
+
+    params = params or default_params()
+    inputs = load_inputs(reports, tuple(params.train.variants))
+    gate = evaluate_gate(params.gate.rules, inputs)
+    return render_report(inputs, params, gate), gate
+
+
+# ---------------------------------------------------------------- masking
+
+
+def test_mask_value_keeps_last_two_characters_and_length():
+    from canaryaudit.report.masking import mask_value
+
+    assert mask_value("jane@example.com") == "**************om"
+    assert mask_value("ab") == "ab"
+    assert mask_value("") == ""
+
+
+def test_mask_spans_masks_raw_values_again_and_ignores_bad_spans():
+    from canaryaudit.report.masking import mask_spans
+
+    text = "call 415-555-2671 now"
+    spans = [{"start": 5, "end": 17}, {"start": 30, "end": 40}, {"start": "x", "end": 3}]
+    assert mask_spans(text, spans) == "call **********71 now"
+
+
+def test_segments_split_at_memorized_and_pii_boundaries():
+    from canaryaudit.report.masking import Segment, segments
+
+    got = segments("abcdefghij", [2, 8], [{"start": 6, "end": 10}])
+    assert got == [Segment("ab", False, False), Segment("cdef", True, False), Segment("gh", True, True),
+                   Segment("ij", False, True)]
+
+
+# ---------------------------------------------------------------- measures
+
+
+def test_best_exposure_prefers_exact_then_extrapolation():
+    from canaryaudit.report import measures
+
+    report = {"canaries": [
+        {"insertions": 64, "exposure_exact": 29.9, "exposure_extrapolation": 32.3},
+        {"insertions": 64, "exposure_exact": None, "exposure_extrapolation": 24.2},
+        {"insertions": 4, "exposure_exact": None, "exposure_extrapolation": 2.5},
+    ]}
+    assert measures.max_exposure(report, 64) == 29.9
+    assert measures.max_exposure(report, 64, "extrapolation") == 32.3
+    assert measures.max_exposure(report, 4, "exact") is None
+    assert measures.mean_exposure(report, 64) == pytest.approx((29.9 + 24.2) / 2)
+    assert measures.insertion_counts(report) == [4, 64]
+
+
+def test_group_privacy_matches_hand_computed_values():
+    from canaryaudit.report.measures import group_privacy
+
+    eps, delta = group_privacy(0.5, 1e-5, 4)
+    assert eps == 2.0
+    assert delta == pytest.approx(4 * math.exp(1.5) * 1e-5)  # 1.7927e-4
+    assert group_privacy(1.0, 1e-5, 2000)[1] == math.inf
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    from canaryaudit.report.measures import pareto_front
+
+    # (exposure, loss): b dominates c; a and b trade off.
+    assert pareto_front([(1.0, 3.0), (20.0, 0.7), (25.0, 0.8)]) == [0, 1]
+
+
+def test_membership_auc_default_is_the_strongest_metric():
+    from canaryaudit.report.measures import membership_auc
+
+    extract = {"membership": {"metrics": {"zlib": {"auc": 0.61}, "perplexity": {"auc": 0.7}, "min_k": {"auc": None}}}}
+    assert membership_auc(extract) == (0.7, "perplexity")
+    assert membership_auc(extract, "zlib") == (0.61, "zlib")
+    assert membership_auc(extract, "window") == (None, "window")
+
+
+# ---------------------------------------------------------------- inputs and summary
+
+
+def test_load_inputs_lists_missing_and_unreadable_files(tmp_path):
+    from canaryaudit.report.inputs import load_inputs
+
+    reports = make_reports(tmp_path / "reports", variants=("nonprivate", "dp"), extract=False)
+    (reports / "train" / "dp.json").write_text("{not json", encoding="utf-8")
+    inputs = load_inputs(reports, ("nonprivate", "dp"))
+    assert set(inputs.train) == {"nonprivate"}
+    assert inputs.invalid and inputs.invalid[0].startswith("train/dp.json: ")
+    assert "extract/dp.json" in inputs.missing and "extract/nonprivate_roc.csv" in inputs.missing
+    assert inputs.found_any()
+
+
+def test_summary_has_flat_numbers_per_variant(tmp_path):
+    from canaryaudit.gate import evaluate_gate
+    from canaryaudit.report.inputs import load_inputs
+    from canaryaudit.report.summary import build_summary, summary_metrics
+
+    params = default_params()
+    inputs = load_inputs(make_reports(tmp_path / "reports"), tuple(params.train.variants))
+    summary = build_summary(inputs, evaluate_gate(params.gate.rules, inputs))
+    nonprivate, dp = summary["variants"]["nonprivate"], summary["variants"]["dp"]
+    assert nonprivate["max_exposure_bits"]["x64"] == pytest.approx(LOG2_R)  # the extracted canary's exact exposure
+    assert set(nonprivate["max_exposure_bits"]) == {"held_out", "x1", "x4", "x16", "x64"}
+    assert nonprivate["extracted_canaries"] == 1 and dp["extracted_canaries"] == 0
+    assert nonprivate["epsilon"] is None and dp["epsilon"] == pytest.approx(0.7222, abs=1e-4)
+    assert nonprivate["unique_memorized"] == 40 and nonprivate["memorized_pii"] == 1
+    assert nonprivate["best_mia_auc"] == pytest.approx(0.71) and nonprivate["best_mia_metric"] == "perplexity"
+    assert dp["empirical_epsilon"] == 0.0
+    assert summary["gate"] == {"passed": True, "rules": 4, "failed": 0}
+    metrics = summary_metrics(summary)
+    assert metrics["variant.nonprivate.max_exposure_bits.x64"] == pytest.approx(LOG2_R)
+    assert metrics["gate.passed"] == 1.0
+    assert "variant.nonprivate.epsilon" not in metrics  # null values are not logged
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_linear_ticks_are_round_numbers():
+    from canaryaudit.report.figures import linear_ticks, log_ticks
+
+    assert linear_ticks(0, 30) == [0, 5, 10, 15, 20, 25, 30]
+    assert linear_ticks(0.7, 2.9) == [1.0, 1.5, 2.0, 2.5]
+    assert log_ticks(1e-3, 1.0) == [1e-3, 1e-2, 1e-1, 1.0]
+
+
+def test_scale_maps_ends_to_pixels_in_linear_and_log_space():
+    from canaryaudit.report.figures import Scale
+
+    linear = Scale(0.0, 10.0, 100.0, 200.0)
+    assert (linear(0.0), linear(5.0), linear(10.0)) == (100.0, 150.0, 200.0)
+    log = Scale(1e-3, 1.0, 0.0, 300.0, log=True)
+    assert log(1e-2) == pytest.approx(100.0)
+
+
+def test_chart_escapes_names_and_drops_non_positive_points_on_log_axes():
+    from canaryaudit.report.figures import Axis, Chart, Series, render_chart
+
+    svg = str(render_chart(Chart("t", Axis("x", log=True, lo=1e-3, hi=1.0), Axis("y", log=True, lo=1e-3, hi=1.0),
+                                 [Series("<b>evil</b>", [(0.0, 0.0), (0.01, 0.1), (1.0, 1.0)], "#000")])))
+    assert "<b>evil" not in svg and "&lt;b&gt;evil&lt;/b&gt;" in svg
+    path = re.search(r'<path d="([^"]+)"', svg).group(1)
+    assert path.count("L") == 1  # (0, 0) was dropped: two points left
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_report_renders_every_section_with_the_numbers(tmp_path):
+    html, gate = render(make_reports(tmp_path / "reports"))
+    assert gate["passed"] is True
+    assert "Privacy gate passed" in html
+    for anchor in ("verdict", "glance", "run", "exposure", "privacy-utility", "canaries", "extraction", "membership",
+                   "dp", "how-to-read", "params"):
+        assert f'id="{anchor}"' in html
+    assert "29.90" in html  # log2|R| exposure of the extracted canary, 2 decimals
+    assert "builtin:emails" in html and "number-audit-0" in html
+    assert html.count('class="sample"') == 30  # the 15 memorized of 20 top samples, nonprivate and reference
+    assert "<script" not in html.lower().replace("&lt;script", "")
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "k·e<sup>(k−1)ε</sup>·δ" in html and "6.38e-04" in html  # group delta, k=4: 4 e^(3*0.7222) 1.827e-5
+    assert len(html.encode()) < 5_000_000
+
+
+def test_malicious_sample_text_renders_as_text(tmp_path):
+    html, _ = render(make_reports(tmp_path / "reports"))
+    assert "<script>alert(1)" not in html
+    assert '<a href="javascript:' not in html
+    # the memorized-span highlight starts inside the sample, so the escaped text comes in two pieces
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;/table&gt;&lt;a href" in html
+    assert "=&#34;javascript:alert(2)&#34;&gt;click&lt;/a&gt;" in html
+
+
+def test_pii_in_a_sample_is_masked_even_if_upstream_did_not(tmp_path):
+    reports = make_reports(tmp_path / "reports", malicious=False)
+    path = reports / "extract" / "nonprivate.json"
+    data = json.loads(path.read_text())
+    sample = data["top_samples"][1]
+    sample["text"] = "From: jane.doe@example.com" + sample["text"][26:]
+    sample["pii"] = [{"type": "email", "start": 6, "end": 26}]
+    path.write_text(json.dumps(data))
+    html, _ = render(reports)
+    assert "jane.doe@example.com" not in html
+    assert "******************om" in html
+
+
+def test_failed_gate_is_explained_one_sentence_per_rule(tmp_path):
+    reports = make_reports(tmp_path / "reports")
+    params = default_params(gate={"rules": [
+        {"check": "exposure", "variant": "nonprivate", "insertions": 64, "max": 20.0},
+        {"check": "memorized_pii", "variant": "nonprivate", "max": 0},
+        {"check": "test_perplexity", "variant": "dp", "max": 50.0},
+    ]})
+    html, gate = render(reports, params)
+    assert gate["passed"] is False
+    assert "Privacy gate failed: 2 of 3 rules" in html
+    assert "highest exposure of nonprivate canaries inserted 64x (best) is 29.9 bits &gt; 20" in html
+    assert "PII items in verified memorized samples of nonprivate is 1 &gt; 0" in html
+
+
+def test_missing_stage_outputs_render_what_exists_and_say_what_is_missing(tmp_path):
+    reports = make_reports(tmp_path / "reports", extract=False)
+    html, gate = render(reports)
+    assert "Incomplete audit" in html and "extract/dp.json" in html
+    assert "No extraction report yet" in html
+    assert 'id="exposure"' in html and "Exposure vs insertion count" in html
+    assert gate["passed"] is False  # the membership and PII rules have no measurement
+    assert any(r["value"] is None and "extract/dp.json is missing" in r["reason"] for r in gate["rules"])
+
+
+def test_empty_reports_folder_still_renders(tmp_path):
+    (tmp_path / "reports").mkdir()
+    html, gate = render(tmp_path / "reports")
+    assert "Privacy gate failed: 4 of 4 rules" in html
+    assert "prepare.json" in html and "No exposure report yet" in html
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def test_report_stage_writes_html_summary_and_gate(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    reports = make_reports(tmp_path / "reports")
+    raw = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
+                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    env = {**__import__("os").environ, "CANARYAUDIT_TRACKING": "0"}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml",
+                           "--reports", "reports", "--data", "data", "--out", "reports/index.html",
+                           "--summary", "reports/summary.json", "--gate", "reports/gate.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "gate PASSED" in proc.stdout and "reports/index.html" in proc.stdout
+    gate = json.loads((reports / "gate.json").read_text())
+    assert gate["passed"] is True and [r["name"] for r in gate["rules"]] == [
+        "dp-exposure-x64", "dp-extracted_canaries", "dp-memorized_pii", "dp-membership_auc"]
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["variants"]["dp"]["extracted_canaries"] == 0
+    assert (reports / "index.html").stat().st_size > 50_000
+
+
+def test_roc_csv_rows_parse_into_sorted_curves():
+    from canaryaudit.report.sections import roc_curves
+
+    rows = [{"metric": "zlib", "fpr": "0.5", "tpr": "0.7"}, {"metric": "zlib", "fpr": "0", "tpr": "0"},
+            {"metric": "zlib", "fpr": "x", "tpr": "1"}]
+    assert roc_curves(rows) == {"zlib": [(0.0, 0.0), (0.5, 0.7)]}
+
+
+def test_made_roc_csv_has_contract_columns(tmp_path):
+    reports = make_reports(tmp_path / "reports", variants=("dp",))
+    with (reports / "extract" / "dp_roc.csv").open() as handle:
+        assert next(csv.reader(handle)) == ["metric", "fpr", "tpr"]

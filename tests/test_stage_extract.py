@@ -1,0 +1,105 @@
+"""extract@VARIANT as DVC runs it, on tiny data: outputs, schema, masking, determinism, bad settings."""
+
+import csv
+
+import pytest
+
+from canaryaudit.config import EXTRACT_METRICS, EXTRACT_STRATEGIES
+from canaryaudit.io import read_json, read_jsonl
+from canaryaudit.schemas import SAMPLES, validate_records
+from tests.conftest import run_stage, write_params
+
+
+def train(ws, variant):
+    run_stage(ws, "train", "--variant", variant, "--out", f"models/{variant}",
+              "--report", f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
+
+
+def run_extract(ws, variant, check=True, suffix=""):
+    return run_stage(ws, "extract", "--variant", variant, "--model", f"models/{variant}",
+                     "--reference-model", "models/reference", "--train-report", f"reports/train/{variant}.json",
+                     "--report", f"reports/extract/{variant}{suffix}.json",
+                     "--samples", f"reports/extract/{variant}{suffix}_samples.jsonl",
+                     "--roc", f"reports/extract/{variant}{suffix}_roc.csv", check=check)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny workspace with the data stages run and the nonprivate and reference models trained."""
+    import shutil
+
+    from tests.conftest import REPO, TINY_PARAMS
+
+    ws = tmp_path_factory.mktemp("extract_ws")
+    shutil.copytree(REPO / "stages", ws / "stages")
+    write_params(ws / "params.yaml", TINY_PARAMS)
+    for stage in ("prepare", "sanitize", "canaries"):
+        run_stage(ws, stage)
+    train(ws, "nonprivate")
+    train(ws, "reference")
+    run_extract(ws, "nonprivate")
+    return ws
+
+
+def test_registries_match_the_names_params_accept():
+    from canaryaudit.extraction.metrics import METRICS
+    from canaryaudit.extraction.sampling import STRATEGIES
+
+    assert tuple(STRATEGIES.names()) == EXTRACT_STRATEGIES
+    assert tuple(METRICS.names()) == EXTRACT_METRICS
+
+
+def test_extract_stage_outputs(trained):
+    report = read_json(trained / "reports/extract/nonprivate.json")
+    assert report["reference_variant"] == "reference" and report["metrics"] == list(EXTRACT_METRICS)
+    assert report["samples"]["generated"] == 3 * 12 and report["samples"]["per_strategy"] == {
+        "top_n": 12, "temperature_decay": 12, "prefix": 12}
+    assert len(report["table"]) == 3 * 6
+    for row in report["table"]:
+        assert row["top_k"] == 6 and 0 <= row["memorized_with_pii"] <= row["memorized"] <= 6
+    membership = report["membership"]
+    assert membership["tokens"] == 24 and membership["members"] == 40 and membership["nonmembers"] >= 2
+    for entry in membership["metrics"].values():
+        assert 0.0 <= entry["auc"] <= 1.0 and entry["auc_ci"][0] <= entry["auc"] <= entry["auc_ci"][1]
+    eps = report["empirical_epsilon"]
+    assert eps["canaries"] == 8 and eps["guesses"] == 4 and eps["epsilon_lower_bound"] == 0.0  # r=4 can prove nothing
+    assert eps["accountant_epsilon"] is None and eps["delta"] == 0.0
+
+    samples = read_jsonl(trained / "reports/extract/nonprivate_samples.jsonl")
+    validate_records(SAMPLES, samples, "samples")
+    assert len(samples) == 36 and any(s["verified"] for s in samples)
+    with open(trained / "reports/extract/nonprivate_roc.csv") as handle:
+        roc = list(csv.DictReader(handle))
+    assert {r["metric"] for r in roc} == set(EXTRACT_METRICS)
+    assert all(0.0 <= float(r["fpr"]) <= 1.0 and 0.0 <= float(r["tpr"]) <= 1.0 for r in roc)
+
+
+def test_extract_is_deterministic(trained):
+    run_extract(trained, "nonprivate", suffix="_again")
+    first = read_json(trained / "reports/extract/nonprivate.json")
+    second = read_json(trained / "reports/extract/nonprivate_again.json")
+    for report in (first, second):
+        report["samples"] = {k: v for k, v in report["samples"].items() if not k.endswith("_seconds")}
+    assert first == second
+    assert (trained / "reports/extract/nonprivate_samples.jsonl").read_bytes() == (
+        trained / "reports/extract/nonprivate_again_samples.jsonl").read_bytes()
+
+
+def test_reference_variant_skips_the_ratio_against_itself(trained):
+    run_extract(trained, "reference", suffix="_self")
+    report = read_json(trained / "reports/extract/reference_self.json")
+    assert report["reference_variant"] is None and "reference_ratio" not in report["metrics"]
+    assert "reference_ratio" not in report["membership"]["metrics"]
+
+
+def test_too_many_guesses_is_a_params_error(trained, tiny_params):
+    tiny_params["extract"]["audit"] = {"guesses_included": 6, "guesses_excluded": 6}
+    write_params(trained / "params.yaml", tiny_params)
+    try:
+        proc = run_extract(trained, "nonprivate", check=False, suffix="_bad")
+    finally:
+        from tests.conftest import TINY_PARAMS
+
+        write_params(trained / "params.yaml", TINY_PARAMS)
+    assert proc.returncode == 2 and "extract.audit: 12 guesses but only 8 audit canaries" in proc.stderr
+    assert not (trained / "reports/extract/nonprivate_bad.json").exists()

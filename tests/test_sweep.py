@@ -1,0 +1,158 @@
+"""The sweep: grid parsing, per-point workspaces, results, the comparison table and plot, and a 2x2 run."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from canaryaudit import orchestration as orc
+from canaryaudit.errors import ParamsError
+from tests.conftest import REPO, TINY_PARAMS
+from tests.test_flows import full_params, harness, repo_workspace  # noqa: F401 - harness is a fixture
+
+
+def test_parse_grid_reads_values_as_yaml_and_keeps_brackets_together():
+    grid = orc.parse_grid(["train.batch_size=16,32", "train.dp.noise_multiplier=0.5, 1.0", "canaries.insertions=[1,4],[16]"])
+    assert grid == {
+        "train.batch_size": [16, 32],
+        "train.dp.noise_multiplier": [0.5, 1.0],
+        "canaries.insertions": [[1, 4], [16]],
+    }
+    points = orc.grid_points({"a": [1, 2], "b": ["x", "y"]})
+    assert points == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    assert orc.point_overrides({"canaries.insertions": [1, 4], "data.source": "file:x.txt"}) == [
+        "canaries.insertions=[1, 4]", 'data.source="file:x.txt"']
+    for bad in (["train.batch_size"], ["=1,2"], ["a=1", "a=2"]):
+        with pytest.raises(ParamsError):
+            orc.parse_grid(bad)
+    with pytest.raises(ParamsError, match="empty"):
+        orc.grid_points({"a": []})
+
+
+def test_grid_file_and_point_params_are_validated(tmp_path):
+    (tmp_path / "grid.yaml").write_text("train.batch_size: [8, 16]\ntrain.epochs: 2\n")
+    assert orc.load_grid_file(tmp_path / "grid.yaml") == {"train.batch_size": [8, 16], "train.epochs": [2]}
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"]["source"] = "file:corpus.txt"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(full_params(params)))
+    resolved = orc.point_params(tmp_path, None, {"train.batch_size": 8})
+    assert resolved["train"]["batch_size"] == 8
+    assert resolved["data"]["source"] == f"file:{(tmp_path / 'corpus.txt').resolve()}"  # the copy still finds it
+    with pytest.raises(ParamsError, match="train.batch_size"):
+        orc.point_params(tmp_path, None, {"train.batch_size": 0})
+
+
+def test_point_workspace_copies_sources_and_shares_the_cache(tmp_path):
+    stages = orc.list_stages(REPO)
+    sources = orc.source_paths(stages)
+    assert "stages/train.py" in sources and "src/canaryaudit/training" in sources
+    assert not any(p.startswith(("data/", "models/")) for p in sources)  # produced by stages, not copied
+    ws = orc.prepare_point_workspace(REPO, tmp_path / "p00", {"x": 1}, stages, share_cache=True)
+    assert (ws / "stages" / "train.py").exists() and (ws / "src" / "canaryaudit" / "training").is_dir()
+    assert (ws / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()
+    assert yaml.safe_load((ws / "params.yaml").read_text()) == {"x": 1}
+    local = (ws / ".dvc" / "config.local").read_text()
+    assert "no_scm = true" in local and str(REPO / ".dvc" / "cache") in local
+    assert not list(ws.rglob("__pycache__"))
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_results_table_and_plot(tmp_path):
+    ws = tmp_path / "ws"
+    _write(ws / "reports/train/dp.json", {"test_perplexity": 12.5, "test_loss": 2.5, "epsilon": 3.0, "steps": 10})
+    _write(ws / "reports/train/nonprivate.json", {"test_perplexity": 9.0, "epsilon": None})
+    _write(ws / "reports/exposure/dp.json", {
+        "canaries": [{"canary_id": "a", "included": True, "exposure_exact": None, "exposure_extrapolation": 4.0},
+                     {"canary_id": "b", "included": True, "exposure_exact": 7.0, "exposure_extrapolation": 9.0},
+                     {"canary_id": "c", "included": True, "audit": True, "exposure_extrapolation": 30.0}],
+        "by_insertions": {"0": {"extrapolation": {"mean": 1.0}}, "1": {"extrapolation": {"mean": 2.0}},
+                          "64": {"extrapolation": {"mean": 6.5}}},
+        "extracted": 1})
+    _write(ws / "reports/extract/dp.json", {
+        "unique_memorized": 3, "memorized_pii": [{"type": "email"}], "memorized_canaries": [],
+        "membership": {"metrics": {"perplexity": {"auc": 0.61}, "zlib": {"auc": 0.7}}},
+        "empirical_epsilon": {"epsilon_lower_bound": 0.4}})
+    results = orc.collect_results(ws)
+    assert results["dp"] == {
+        "test_perplexity": 12.5, "test_loss": 2.5, "epsilon": 3.0, "steps": 10.0, "exposure_max": 7.0,
+        "exposure_top_mean": 6.5, "exposure_top_insertions": 64.0, "extracted_canaries": 1.0,
+        "memorized_samples": 3.0, "memorized_pii": 1.0, "memorized_canaries": 0.0, "membership_auc": 0.7,
+        "empirical_epsilon": 0.4,
+    }
+    assert results["nonprivate"] == {"test_perplexity": 9.0}
+
+    points = [
+        {"point": "p00", "params": {"train.batch_size": 8}, "results": results, "status": "ok"},
+        {"point": "p01", "params": {"train.batch_size": 16}, "results": {}, "status": "failed"},
+    ]
+    files = orc.write_sweep_outputs(tmp_path / "out", points, {"train.batch_size": [8, 16]}, "sweep t")
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert [(r["point"], r["variant"], r["status"]) for r in rows] == [
+        ("p00", "dp", "ok"), ("p00", "nonprivate", "ok"), ("p01", "", "failed")]
+    assert rows[0]["train.batch_size"] == "8" and rows[0]["exposure_top_mean"] == "6.5"
+    assert list(rows[0])[:4] == ["point", "train.batch_size", "variant", "status"]
+    md = files["markdown"].read_text()
+    assert md.startswith("# sweep t") and "| p00 | 8 | dp | ok | 12.5 |" in md
+    svg = files["plot"].read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 1 + 1  # one point (dp), one legend entry
+    assert "mean exposure of the most-inserted canaries" in svg
+    assert json.loads(files["json"].read_text())["grid"] == {"train.batch_size": [8, 16]}
+    empty = orc.privacy_utility_svg([{"point": "p", "variant": "nonprivate", "test_perplexity": 3.0}])
+    assert "no point has both" in empty
+
+
+@pytest.mark.slow
+def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harness):  # noqa: F811
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from canaryaudit import tracking
+    from canaryaudit.flows import sweep
+
+    params = copy.deepcopy(TINY_PARAMS)
+    params["train"]["max_steps"] = 3
+    ws = repo_workspace(tmp_path / "repo", params)
+    grid = {"train.batch_size": [8, 16], "train.model.width": [16, 32]}
+    state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2x2", max_parallel=2, return_state=True)
+    assert state.is_completed(), state.result(raise_on_failure=False)
+    result = state.result()
+
+    out = ws / "reports" / "sweeps" / "t2x2"
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [(r["point"], r["train.batch_size"], r["train.model.width"], r["variant"]) for r in rows] == [
+        ("p00", "8", "16", "dp"), ("p01", "8", "32", "dp"), ("p02", "16", "16", "dp"), ("p03", "16", "32", "dp")]
+    assert all(float(r["test_perplexity"]) > 1 and float(r["epsilon"]) > 0 for r in rows)
+    assert (out / "comparison.md").read_text().count("| dp |") == 4
+    assert (out / "privacy_utility.svg").read_text().count("<title>") == 4
+    for point in ("p00", "p03"):  # each point ran in its own workspace copy
+        assert (ws / orc.SWEEPS_DIR / "t2x2" / point / "models" / "dp" / "model.safetensors").exists()
+
+    client = MlflowClient(tracking.tracking_uri(ws))
+    experiment = client.get_experiment_by_name(tracking.experiment_name()).experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.`canaryaudit.sweep_point` != '' and tags.`canaryaudit.sweep` = 't2x2'")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    by_point = {r.data.tags["canaryaudit.sweep_point"]: r for r in runs}
+    assert by_point["p01"].data.params["grid.train.model.width"] == "32"
+    assert by_point["p01"].data.metrics["dp.epsilon"] == pytest.approx(float(rows[1]["epsilon"]))
+    assert all(r.data.tags["mlflow.parentRunId"] == result["mlflow_run_id"] for r in runs)
+    nested = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{by_point['p02'].info.run_id}'")
+    assert [(r.data.tags["canaryaudit.stage"], r.data.tags["canaryaudit.variant"]) for r in nested] == [("train", "dp")]
+    assert "canaries.canaries" in by_point["p00"].data.metrics  # the point's stages logged into its run
+    sweep_run = client.get_run(result["mlflow_run_id"])
+    assert sweep_run.info.status == "FINISHED" and sweep_run.data.tags["canaryaudit.role"] == "sweep"
+
+    # later points restore prepare/sanitize/canaries from DVC's shared run-cache instead of running them
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    text = "\n".join(log.message for log in logs)
+    assert "Stage 'prepare' is cached - skipping run" in text
