@@ -1,5 +1,6 @@
 """End to end: `dvc repro` in a temporary copy of the repo with tiny params."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -49,11 +50,27 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     write_full_params(ws / "params.yaml", tiny_params)
 
     first = _dvc(ws, "repro")
-    for stage in ("prepare", "sanitize", "canaries", "train@nonprivate", "train@dp", "exposure@nonprivate", "exposure@dp"):
+    variants = ("nonprivate", "dp", "reference")
+    stages = ["prepare", "sanitize", "canaries", "report"] + [f"{s}@{v}" for s in ("train", "exposure", "extract")
+                                                              for v in variants]
+    for stage in stages:
         assert f"Running stage '{stage}'" in first
     assert (ws / "models/dp/model.safetensors").exists() and (ws / "reports/train/dp.json").exists()
     assert read_jsonl(ws / "data/canaries/canaries.jsonl")
     assert (ws / "dvc.lock").exists()
+    html = (ws / "reports/index.html").read_text(encoding="utf-8")
+    assert "Privacy gate" in html or "gate" in html.lower()
+    gate = json.loads((ws / "reports/gate.json").read_text())
+    assert len(gate["rules"]) == 3 and all(r["value"] is not None for r in gate["rules"])
+
+    metrics = json.loads(_dvc(ws, "metrics", "show", "--json"))
+    shown = json.dumps(metrics)
+    for path in ("reports/summary.json", "reports/gate.json", "reports/extract/dp.json", "reports/train/dp.json"):
+        assert path in shown
+    plots = json.loads(_dvc(ws, "plots", "show", "--json"))
+    assert not plots.get("errors"), plots.get("errors")
+    for name in ("exposure_vs_insertions", "validation_loss", "membership_roc"):
+        assert name in json.dumps(plots)
 
     second = _dvc(ws, "repro")
     assert "Data and pipelines are up to date." in second
@@ -70,6 +87,12 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     fourth = _dvc(ws, "repro")
     assert "Running stage 'train@dp'" in fourth and "Running stage 'exposure@dp'" in fourth
     assert "Running stage 'train@nonprivate'" not in fourth and "Running stage 'exposure@nonprivate'" not in fourth
+
+    tiny_params["extract"]["top_k"] = 5  # an attack setting: no model is retrained
+    write_full_params(ws / "params.yaml", tiny_params)
+    fifth = _dvc(ws, "repro")
+    assert all(f"Running stage 'extract@{v}'" in fifth for v in variants) and "Running stage 'report'" in fifth
+    assert "Running stage 'train@" not in fifth and "Running stage 'exposure@" not in fifth
 
     status = _dvc(ws, "status")
     assert "up to date" in status
@@ -88,6 +111,8 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     proc = subprocess.run([cli, "audit"], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Outputs:" in proc.stdout and "data/augmented/train.jsonl" in proc.stdout
+    assert f"Privacy report: {ws / 'reports' / 'index.html'}" in proc.stdout
+    assert "Privacy gate: PASSED" in proc.stdout or "Privacy gate: FAILED" in proc.stdout
 
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
@@ -96,9 +121,12 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     run = parents[0]
     assert run.info.status == "FINISHED" and run.data.tags["canaryaudit.launcher"] == "cli"
     assert {"prepare.train.documents", "sanitize.quality.ssn.recall", "canaries.canaries"} <= set(run.data.metrics)
+    assert run.data.tags["canaryaudit.gate"] in ("passed", "failed")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/index.html", "report/gate.json"} <= artifacts
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     by_stage = sorted((c.data.tags["canaryaudit.stage"], c.data.tags["canaryaudit.variant"]) for c in children)
-    assert by_stage == [("exposure", "dp"), ("exposure", "nonprivate"), ("train", "dp"), ("train", "nonprivate")]
+    assert by_stage == sorted((s, v) for s in ("train", "exposure", "extract") for v in ("nonprivate", "dp", "reference"))
     assert run.data.params["canaries.seed"] == "3"
     assert not (ws / ".canaryaudit" / "parent_run").exists()
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,9 @@ def test_workspace_lock_excludes_a_second_holder_and_names_it(tmp_path):
     assert messages and "waiting for the workspace lock" in messages[0]
     with orc.workspace_lock(tmp_path, timeout=0.5):  # released
         pass
+    from canaryaudit import cli
+
+    assert cli._lock_path(tmp_path) == orc.lock_path(tmp_path)  # `canaryaudit audit` takes the same lock
 
 
 def test_list_stages_reads_the_real_pipeline_in_dependency_order():
@@ -355,17 +359,29 @@ def test_two_audits_at_once_in_one_workspace_run_one_after_the_other(tmp_path, h
         },
         {"slow.py": SLOW},
     )
+    from prefect.client.orchestration import get_client
+
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # both processes report to the harness server
     cmd = [sys.executable, str(REPO / "pipelines" / "audit.py"), "--workspace", str(ws), "--default-retries", "0",
            "--json"]
-    procs = [subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    with orc.workspace_lock(ws, who="the test"):  # both flows start while the workspace is busy
+        procs = [subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            with get_client(sync_client=True) as client:
+                running = [r for r in client.read_flow_runs()
+                           if r.parameters.get("workspace") == str(ws) and r.state and r.state.is_running()]
+            if len(running) == 2:
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)  # both flow runs are past their start: each is now waiting for the lock
     outs = [p.communicate(timeout=600) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err[-3000:]
+        assert "waiting for the workspace lock" in err and "the test" in err
     results = [json.loads(out[out.index("{"):]) for out, _ in outs]
     assert all(flow_run(r["flow_run_id"]).state.is_completed() for r in results)
-    assert any("waiting for the workspace lock" in err for _, err in outs)  # the second one waited
 
     events = [json.loads(line) for line in (ws / "timeline.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "end", "start", "end"]  # never interleaved
@@ -383,6 +399,7 @@ def test_two_audits_at_once_in_one_workspace_run_one_after_the_other(tmp_path, h
 def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harness, capsys):
     import argparse
 
+    import httpx
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -407,6 +424,19 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
         stored = client.read_deployment(deployment_id)
         assert stored.name == "nightly" and [s.schedule.cron for s in stored.schedules] == ["0 3 * * *"]
         assert stored.parameters["overrides"] == ["train.epochs=2"]
+        # what the server's scheduler service does every minute: turn the cron into scheduled flow runs
+        # (fails with SQLAlchemy 2.1: "Can't evaluate bulk DML statement"; prefect 3.8.8 needs 2.0.x)
+        response = httpx.post(f"{PREFECT_API_URL.value()}/deployments/{deployment_id}/schedule",
+                              json={"max_runs": 3}, timeout=60)  # one attempt: the client would retry a 503
+        assert response.status_code < 300, response.text
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    assert len(runs) == 3 and all(r.state.is_scheduled() for r in runs)
+    from zoneinfo import ZoneInfo
+
+    starts = sorted(r.expected_start_time.astimezone(ZoneInfo("Europe/Paris")) for r in runs)
+    assert all((t.hour, t.minute) == (3, 0) for t in starts) and len({t.date() for t in starts}) == 3
 
     with pytest.raises(CanaryAuditError, match="not a valid cron expression"):
         orc.build_deployment("every night", ws)

@@ -123,7 +123,7 @@ def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harne
     params["train"]["max_steps"] = 3
     ws = repo_workspace(tmp_path / "repo", params)
     grid = {"train.batch_size": [8, 16], "train.model.width": [16, 32]}
-    state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2x2", max_parallel=2, return_state=True)
+    state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2x2", return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
     result = state.result()
 

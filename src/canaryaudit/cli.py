@@ -34,12 +34,14 @@ OUTPUTS = (
 
 
 def _lock_path(root: Path) -> Path:
-    return root / ".canaryaudit" / "repro.lock"
+    from canaryaudit.orchestration import lock_path
+
+    return lock_path(root)
 
 
 def run_repro(root: Path, targets: list[str], parent_run_id: str | None) -> int:
-    """`dvc repro` in ``root`` under a workspace file lock (two repros in one workspace fail)."""
-    from filelock import FileLock
+    """`dvc repro` in ``root`` under the workspace lock it shares with the Prefect audit flow."""
+    from canaryaudit.orchestration import workspace_lock
 
     dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
     env = dict(os.environ)
@@ -47,9 +49,7 @@ def run_repro(root: Path, targets: list[str], parent_run_id: str | None) -> int:
         env["CANARYAUDIT_PARENT_RUN_ID"] = parent_run_id
     # Stage commands call `python`: make it this interpreter's (the project venv).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    lock = _lock_path(root)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
+    with workspace_lock(root, on_wait=lambda msg: print(msg, file=sys.stderr), who="canaryaudit audit"):
         return subprocess.call([dvc, "repro", *targets], cwd=root, env=env)
 
 

@@ -394,8 +394,8 @@ class PrefixParams(Section):
 
 class MembershipParams(Section):
     tokens: int = Field(128, ge=2, le=100_000)  # segment length: members and non-members alike
-    max_samples: int = Field(500, ge=2, le=10_000_000)  # segments per side (members, non-members)
-    bootstrap: int = Field(1000, ge=0, le=100_000)  # resamples for confidence intervals (0: none)
+    max_samples: int = Field(300, ge=2, le=10_000_000)  # segments per side (members, non-members)
+    bootstrap: int = Field(500, ge=0, le=100_000)  # resamples for confidence intervals (0: none)
 
 
 class EmpiricalEpsilonParams(Section):
@@ -413,8 +413,8 @@ class ExtractParams(Section):
     # On that variant itself the ratio is identically 1 and is skipped.
     reference_variant: str = Field("reference", min_length=1)
     strategies: tuple[str, ...] = Field(EXTRACT_STRATEGIES, min_length=1)
-    samples_per_strategy: int = Field(1000, ge=1, le=10_000_000)
-    sample_tokens: int = Field(256, ge=2, le=100_000)  # generated tokens per sample
+    samples_per_strategy: int = Field(200, ge=1, le=10_000_000)
+    sample_tokens: int = Field(128, ge=2, le=100_000)  # generated tokens per sample
     batch_size: int = Field(128, ge=1, le=1_000_000)  # sequences per generation / scoring pass
     top_n: int = Field(40, ge=1, le=1_000_000)  # top_n and prefix strategies
     temperature: TemperatureParams = TemperatureParams()
@@ -422,7 +422,7 @@ class ExtractParams(Section):
     metrics: tuple[str, ...] = Field(EXTRACT_METRICS, min_length=1)
     window_tokens: int = Field(50, ge=1, le=100_000)  # window metric: sliding window length
     min_k_fraction: float = Field(0.2, gt=0.0, le=1.0)  # min_k metric: fraction of lowest-probability tokens
-    candidates: int = Field(1000, ge=1)  # per strategy x metric: best-ranked samples deduplicated
+    candidates: int = Field(200, ge=1)  # per strategy x metric: best-ranked samples deduplicated
     top_k: int = Field(100, ge=1)  # ... of which the best top_k are verified (the paper's table)
     dedup_overlap: float = Field(0.5, gt=0.0, le=1.0)  # duplicate when >= this fraction of trigrams is shared
     min_memorized_chars: int = Field(50, ge=1)  # a verified training substring at least this long
