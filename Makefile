@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: audit test install lock bench clean browser schedule
+.PHONY: audit test install lock bench clean browser flow prefect-server schedule sweep
 
 audit: $(STAMP)
 	$(BIN)/canaryaudit audit
@@ -32,10 +32,27 @@ lock: $(STAMP)
 	  echo "# Regenerate with \`make lock\`."; \
 	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; } > constraints.txt
 
+CRON ?= 0 3 * * *
+GRID ?= train.batch_size=16,32 train.model.width=64,128
+PREFECT_SERVER_ENV := PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
+
+flow: $(STAMP)            # the audit as a Prefect flow, offline (temporary local server)
+	$(BIN)/python pipelines/audit.py
+
+prefect-server: $(STAMP)  # local Prefect server on loopback (UI http://127.0.0.1:4200), needed by `make schedule`
+	$(PREFECT_SERVER_ENV) $(BIN)/prefect server start --host 127.0.0.1
+
+schedule: $(STAMP)        # serve the audit on CRON against that server
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/canaryaudit schedule --cron "$(CRON)"
+
+sweep: $(STAMP)           # a grid of settings, one workspace copy and one MLflow run per point
+	$(BIN)/python pipelines/sweep.py $(GRID:%=--grid %)
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/foundation_speed.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/exposure_speed.py  # needs models/nonprivate: run `make audit` first
+	$(BIN)/python benchmarks/extract_speed.py
 
 clean:
 	rm -rf data reports/*.json .canaryaudit

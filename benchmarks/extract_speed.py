@@ -24,8 +24,9 @@ speed. Prompts for `prefix` come from data/raw/test.jsonl or synthetic emails.
 3. Estimates for the extract stage (generation + scoring) at other sizes,
    linear in samples x tokens from the measured rates.
 
-Timings on a shared machine are noisy: the faster of ``--repeats`` runs is kept
-for each measurement (the uncached generation runs once) and the load average is recorded.
+Timings on a shared machine are noisy: every measurement runs in each of
+``--repeats`` interleaved rounds and its fastest run is kept (the uncached
+generation runs once); the load average is recorded.
 
     python benchmarks/extract_speed.py --model models/nonprivate
 """
@@ -88,13 +89,19 @@ def prompt_texts(seed: int) -> list[str]:
     return [d.text for d in generate_emails(seed + 1, 20_000)]
 
 
-def fastest(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
+class Fastest:
+    """The fastest wall time of each named measurement over interleaved rounds (load comes and goes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.results: dict[str, Any] = {}
+
+    def time(self, key: str, fn: Callable[[], Any]) -> Any:
         start = time.perf_counter()
         result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        self.seconds[key] = min(self.seconds.get(key, float("inf")), time.perf_counter() - start)
+        self.results[key] = result
+        return result
 
 
 def bench_generation(model: nn.Module, tokenizer: Tokenizer, args: argparse.Namespace,
@@ -104,24 +111,26 @@ def bench_generation(model: nn.Module, tokenizer: Tokenizer, args: argparse.Name
         return generate_samples(model, tokenizer, strategy, count, args.tokens, batch_size, args.seed,
                                 "cpu", prompt_texts=texts, use_cache=use_cache, progress=False)
 
-    out: dict[str, Any] = {"per_strategy": {}}
-    samples = {}
-    for strategy in STRATEGIES:
-        seconds, samples[strategy] = fastest(lambda s=strategy: run(s), args.repeats)
-        out["per_strategy"][strategy] = {"seconds": seconds, "samples_per_s": args.samples / seconds,
-                                         "generated_tokens_per_s": args.samples * args.tokens / seconds}
-    n = args.compare_samples
-    cached_s, cached = fastest(lambda: run("top_n", n), args.repeats)
-    plain_s, plain = fastest(lambda: run("top_n", n, use_cache=False), 1)
+    best, n = Fastest(), args.compare_samples
+    for _ in range(args.repeats):
+        for strategy in STRATEGIES:
+            best.time(strategy, lambda s=strategy: run(s))
+        best.time("cached", lambda: run("top_n", n))
+        for size in args.sweep:
+            best.time(f"batch {size}", lambda b=size: run("top_n", batch_size=b))
+    plain = best.time("recompute", lambda: run("top_n", n, use_cache=False))
+    cached, t = best.results["cached"], best.seconds
     diff = max(np.abs(np.subtract(a.log2probs, b.log2probs)).max() for a, b in zip(cached, plain))
-    out["top_n_cache_vs_recompute"] = {
-        "samples": n, "cached_seconds": cached_s, "recompute_seconds": plain_s, "speedup": plain_s / cached_s,
-        "cached_samples_per_s": n / cached_s, "recompute_samples_per_s": n / plain_s,
-        "identical_samples": cached == plain, "max_log2prob_difference_bits": float(diff)}
-    out["top_n_batch_size_sweep_samples_per_s"] = {
-        str(size): args.samples / fastest(lambda b=size: run("top_n", batch_size=b), args.repeats)[0]
-        for size in args.sweep}
-    return out, samples
+    out = {"per_strategy": {strategy: {"seconds": t[strategy], "samples_per_s": args.samples / t[strategy],
+                                       "generated_tokens_per_s": args.samples * args.tokens / t[strategy]}
+                            for strategy in STRATEGIES},
+           "top_n_cache_vs_recompute": {
+               "samples": n, "cached_seconds": t["cached"], "recompute_seconds": t["recompute"],
+               "speedup": t["recompute"] / t["cached"], "cached_samples_per_s": n / t["cached"],
+               "recompute_samples_per_s": n / t["recompute"], "identical_samples": cached == plain,
+               "max_log2prob_difference_bits": float(diff)},
+           "top_n_batch_size_sweep_samples_per_s": {str(b): args.samples / t[f"batch {b}"] for b in args.sweep}}
+    return out, {strategy: best.results[strategy] for strategy in STRATEGIES}
 
 
 def baseline_scores(model: nn.Module, reference: nn.Module, tokenizer: Tokenizer, samples: list[Sample],
@@ -155,24 +164,28 @@ def bench_scoring(model: nn.Module, reference: nn.Module, tokenizer: Tokenizer, 
                                batch_size=args.batch_size, window_tokens=args.window, min_k_fraction=args.min_k)
         return compute_metrics(ALL, inputs)
 
-    batched_s, fast = fastest(batched, args.repeats)
-    reuse_s, reused = fastest(lambda: batched([np.array(s.log2probs) for s in samples]), args.repeats)
-    target_s, _ = fastest(lambda: token_log2probs(model, ids, args.batch_size), args.repeats)
-    reference_s, _ = fastest(lambda: token_log2probs(reference, ids, args.batch_size), args.repeats)
+    n = min(args.baseline_samples, len(samples))  # the baselines cost the same per sample: time n, scale to all
+    baselines = {"one_call_per_window": 1, "one_call_per_sample": 64}
+    best = Fastest()
+    for _ in range(args.repeats):
+        best.time("batched", batched)
+        best.time("reuse", lambda: batched([np.array(s.log2probs) for s in samples]))
+        best.time("target", lambda: token_log2probs(model, ids, args.batch_size))
+        best.time("reference", lambda: token_log2probs(reference, ids, args.batch_size))
+        for label, per_call in baselines.items():
+            best.time(label, lambda c=per_call: baseline_scores(model, reference, tokenizer, samples[:n], args, c))
+    t, fast, reused = best.seconds, best.results["batched"], best.results["reuse"]
     out: dict[str, Any] = {
         "samples": len(samples), "tokens_per_sample": len(ids[0]), "metrics": ALL,
-        "batched_seconds": batched_s, "batched_reusing_generation_log2probs_seconds": reuse_s,
-        "target_pass_seconds": target_s, "reference_pass_seconds": reference_s,
+        "batched_seconds": t["batched"], "batched_reusing_generation_log2probs_seconds": t["reuse"],
+        "target_pass_seconds": t["target"], "reference_pass_seconds": t["reference"],
         "max_abs_score_difference_generation_log2probs_vs_pass": {
             name: float(np.abs(reused[name] - fast[name]).max()) for name in ALL}}
-    n = min(args.baseline_samples, len(samples))  # the baselines are per sample: time n, scale to all
-    for label, per_call in (("one_call_per_window", 1), ("one_call_per_sample", 64)):
-        seconds, slow = fastest(lambda c=per_call: baseline_scores(model, reference, tokenizer, samples[:n], args, c),
-                                args.repeats)
-        scaled = seconds * len(samples) / n
+    for label in baselines:
+        scaled, slow = t[label] * len(samples) / n, best.results[label]
         out[f"baseline_{label}"] = {
-            "samples_timed": n, "seconds_timed": seconds, "seconds_scaled_to_all": scaled,
-            "speedup_batched": scaled / batched_s, "speedup_batched_reusing_generation": scaled / reuse_s,
+            "samples_timed": n, "seconds_timed": t[label], "seconds_scaled_to_all": scaled,
+            "speedup_batched": scaled / t["batched"], "speedup_batched_reusing_generation": scaled / t["reuse"],
             "max_abs_score_difference": {name: float(np.abs(fast[name][:n] - slow[name]).max()) for name in ALL}}
     return out
 
@@ -201,8 +214,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--window", type=int, default=50)
     parser.add_argument("--min-k", type=float, default=0.2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sweep", type=int, nargs="*", default=[64, 128, 256], help="generation batch sizes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[64, 128, 256],
+                        help="top_n generation batch sizes (<= --samples)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", default="benchmarks/results/extract_speed.json")
     args = parser.parse_args()

@@ -428,7 +428,9 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
         # (fails with SQLAlchemy 2.1: "Can't evaluate bulk DML statement"; prefect 3.8.8 needs 2.0.x)
         response = httpx.post(f"{PREFECT_API_URL.value()}/deployments/{deployment_id}/schedule",
                               json={"max_runs": 3}, timeout=60)  # one attempt: the client would retry a 503
-        assert response.status_code < 300, response.text
+        assert response.status_code < 300, (
+            f"the server cannot turn the schedule into runs ({response.text}); with prefect 3.8.8 that is "
+            "SQLAlchemy 2.1 ('Can't evaluate bulk DML statement' in the server log): pin SQLAlchemy 2.0.x")
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))

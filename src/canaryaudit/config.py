@@ -517,11 +517,13 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _variants_exist(self) -> Params:
+        # Checked when the section is given: a partial file (e.g. train only, in tests or a
+        # library call) keeps the defaults of the sections it does not use.
         variants = self.train.variants
         ref = self.extract.reference_variant
-        if ref not in variants:
+        if "extract" in self.model_fields_set and ref not in variants:
             raise ValueError(f"extract.reference_variant {ref!r} is not a train variant; defined: {', '.join(variants)}")
-        for i, rule in enumerate(self.gate.rules):
+        for i, rule in enumerate(self.gate.rules if "gate" in self.model_fields_set else ()):
             if rule.variant not in variants:
                 raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant; "
                                  f"defined: {', '.join(variants)}")
