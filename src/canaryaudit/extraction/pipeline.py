@@ -79,11 +79,16 @@ def reference_ids(sequences: Sequence[Sequence[int]], texts: Sequence[str], audi
 
 
 def score_sequences(names: Sequence[str], audited: AuditedModel, sequences: Sequence[Sequence[int]],
-                    texts: Sequence[str], params: ExtractParams) -> dict[str, np.ndarray]:
-    """Every metric from one batched pass per model (plus the lowercase pass that metric needs)."""
+                    texts: Sequence[str], params: ExtractParams,
+                    target: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every metric from one batched pass per model (plus the lowercase pass that metric needs).
+
+    ``target``: the audited model's per-token log2-probs when already known (the generation
+    computed them for its own samples), which saves the target pass.
+    """
     uses_reference = "reference_ratio" in names
     inputs = metric_inputs(
-        names, audited.model, audited.tokenizer, sequences, texts,
+        names, audited.model, audited.tokenizer, sequences, texts, target=target,
         reference_model=audited.reference if uses_reference else None,
         reference_sequences=reference_ids(sequences, texts, audited) if uses_reference else None,
         batch_size=params.batch_size, device=audited.device, window_tokens=params.window_tokens,
@@ -206,7 +211,10 @@ def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str
 
     started = time.perf_counter()
     texts = [s.text for s in samples]
-    scores = score_sequences(names, audited, [list(s.token_ids) for s in samples], texts, params)
+    generated = [np.asarray(s.log2probs) for s in samples]
+    reuse = all(len(g) == len(s.token_ids) - 1 for g, s in zip(generated, samples))
+    scores = score_sequences(names, audited, [list(s.token_ids) for s in samples], texts, params,
+                             target=generated if reuse else None)
     scoring_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
