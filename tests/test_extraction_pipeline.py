@@ -27,7 +27,7 @@ def test_sample_rows_mask_pii_whether_verified_or_not():
     index = TrainingIndex([SECRET_DOC, "another training document"])
     table = extraction_table(["top_n"] * 3, scores, texts, partial(verify_sample, index, min_chars=40),
                              sample_ids=[s.sample_id for s in samples], candidates=3, top_k=1)
-    rows = sample_records(samples, scores, table, ExtractParams())
+    rows = sample_records(samples, scores, table)
     assert [r["verified"] for r in rows] == [True, False, False]  # top_k = 1: only the best-ranked is checked
     assert rows[0]["memorized"] is True and rows[0]["match_chars"] == len(SECRET_DOC) and rows[0]["k_eidetic"] == 1
     assert rows[1]["memorized"] is None and rows[1]["match_chars"] is None

@@ -98,7 +98,11 @@ def print_verdict(root: Path) -> bool | None:
     if not gate.exists():
         print("Privacy gate: not evaluated (reports/gate.json missing)")
         return None
-    verdict = json.loads(gate.read_text(encoding="utf-8"))
+    try:
+        verdict = json.loads(gate.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        print(f"Privacy gate: unreadable {gate} ({exc}); run `canaryaudit gate`")
+        return None
     failed = [r for r in verdict.get("rules", []) if not r.get("passed")]
     print(f"Privacy gate: {'PASSED' if verdict.get('passed') else 'FAILED'} "
           f"({len(verdict.get('rules', [])) - len(failed)} of {len(verdict.get('rules', []))} rules hold)")

@@ -114,8 +114,8 @@ def generate_all(audited: AuditedModel, params: ExtractParams, prompts: Sequence
     return samples
 
 
-def sample_records(samples: Sequence[Sample], scores: Mapping[str, np.ndarray], table: ExtractionTable,
-                   params: ExtractParams) -> list[dict[str, Any]]:
+def sample_records(samples: Sequence[Sample], scores: Mapping[str, np.ndarray],
+                   table: ExtractionTable) -> list[dict[str, Any]]:
     """reports/extract/V_samples.jsonl rows (SAMPLES schema), PII masked, in generation order."""
     records = []
     for i, sample in enumerate(samples):
@@ -250,4 +250,4 @@ def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str
         "membership": membership,
         "empirical_epsilon": empirical_epsilon_block(audited, canaries, params, train_report),
     }
-    return report, sample_records(samples, scores, table, params), roc
+    return report, sample_records(samples, scores, table), roc
