@@ -8,7 +8,7 @@ from pathlib import Path
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.errors import ParamsError
-from canaryaudit.exposure_audit import audit_format, summarize_by_insertions
+from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
 from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
 from canaryaudit.search import TreeUnsupported
@@ -43,13 +43,16 @@ def main(args) -> None:
     validate_records(EXPOSURE, rows, args.csv)
     by_insertions = summarize_by_insertions(rows)
     report = {"variant": args.variant, "formats": formats, "by_insertions": by_insertions, "canaries": rows,
-              "extracted": sum(r["extracted"] for r in rows if r["included"])}
+              "extracted": sum(r["extracted"] for r in rows if r["included"]),
+              "extracted_top1": sum(r["extracted_top1"] for r in rows if r["included"]),
+              "extraction_definition": EXTRACTION_DEFINITION}
     write_json(args.report, report)
     write_csv(args.csv, rows)
     if tracking.tracking_enabled():
         tracker = tracking.Tracker()
         run_id = tracker.start_variant_run("exposure", args.variant, {"exposure": params.model_dump(mode="json")})
-        metrics = {"extracted_canaries": float(report["extracted"])}
+        metrics = {"extracted_canaries": float(report["extracted"]),
+                   "extracted_canaries_top1": float(report["extracted_top1"])}
         for count, entry in by_insertions.items():
             metrics[f"extracted_fraction.x{count}"] = entry["extracted_fraction"]
             for estimator in ("interpolation", "extrapolation", "exact"):

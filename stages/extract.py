@@ -61,7 +61,7 @@ def main(args) -> None:
     try:
         report, samples, roc = run_extraction(
             audited, params, variant=args.variant, reference_variant=params.reference_variant,
-            train_texts=_texts(args.train), test_texts=_texts(args.test),
+            train_texts=_texts(args.train), test_texts=_texts(args.test), member_texts=_texts(args.members),
             canaries=read_checked_jsonl(CANARIES, args.canaries), train_report=read_json(args.train_report),
             top_samples=TOP_SAMPLES, base_dir=Path(args.params).resolve().parent,
         )
@@ -73,7 +73,8 @@ def main(args) -> None:
     write_csv(args.roc, roc)
     if tracking.tracking_enabled():
         log_to_mlflow(args.variant, params, report)
-    best = max(report["membership"]["metrics"].items(), key=lambda kv: kv[1]["auc"])
+    informative = {k: v for k, v in report["membership"]["metrics"].items() if not v["degenerate"]}
+    best = max((informative or report["membership"]["metrics"]).items(), key=lambda kv: kv[1]["auc"])
     eps = report["empirical_epsilon"]
     log.info("%s: %d unique memorized samples, %d with PII; %d canaries in samples; best MIA AUC %.3f (%s)%s",
              args.variant, report["unique_memorized"], len(report["memorized_pii"]),
@@ -87,6 +88,8 @@ if __name__ == "__main__":
     parser.add_argument("--model", required=True, help="models/VARIANT")
     parser.add_argument("--reference-model", required=True, help="models/<extract.reference_variant>")
     parser.add_argument("--train", default="data/augmented/train.jsonl")
+    parser.add_argument("--members", default="data/sanitized/train.jsonl",
+                        help="training split before canary insertion: membership-inference members")
     parser.add_argument("--test", default="data/sanitized/test.jsonl")
     parser.add_argument("--canaries", default="data/canaries/canaries.jsonl")
     parser.add_argument("--train-report", required=True, help="reports/train/VARIANT.json (epsilon, delta)")

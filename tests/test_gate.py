@@ -44,7 +44,10 @@ def reports(tmp_path: Path) -> Path:
         "memorized_pii": [{"type": "email", "masked": "****om", "sample_id": "s1"},
                           {"type": "ssn", "masked": "*********89", "sample_id": "s1"}],
         "memorized_canaries": [{"canary_id": "a", "sample_id": "s2"}, {"canary_id": "a", "sample_id": "s3"}],
-        "membership": {"metrics": {"perplexity": {"auc": 0.71}, "zlib": {"auc": 0.64}}},
+        "membership": {"metrics": {"perplexity": {"auc": 0.71, "auc_ci": [0.58, 0.83]},
+                                   "zlib": {"auc": 0.64, "auc_ci": [0.52, 0.75]},
+                                   "lowercase": {"auc": 0.9, "auc_ci": [0.85, 0.95], "degenerate": True,
+                                                 "degenerate_reason": "100% of the scored texts are unchanged"}}},
         "empirical_epsilon": {"epsilon_lower_bound": 0.4, "ceiling": 1.58}}))
     return root
 
@@ -91,9 +94,39 @@ def test_count_and_scalar_checks(reports, check, expected):
 
 def test_membership_auc_default_is_the_best_metric(reports):
     best = _evaluate(reports, _rule(check="membership_auc", variant="dp", max=0.6))
-    assert best["value"] == 0.71 and "(perplexity)" in best["reason"] and best["passed"] is False
+    assert best["value"] == 0.71 and "(perplexity, point estimate)" in best["reason"] and best["passed"] is False
     zlib = _evaluate(reports, _rule(check="membership_auc", variant="dp", metric="zlib", max=0.65))
     assert zlib["value"] == 0.64 and zlib["passed"] is True and zlib["name"] == "dp-membership_auc-zlib"
+
+
+def test_membership_auc_skips_degenerate_metrics_unless_named(reports):
+    """lowercase has the highest AUC but is marked degenerate: "best" ignores it; naming it still measures it."""
+    best = _evaluate(reports, _rule(check="membership_auc", variant="dp", max=0.8))
+    assert best["value"] == 0.71 and "(perplexity, point estimate)" in best["reason"]
+    named = _evaluate(reports, _rule(check="membership_auc", variant="dp", metric="lowercase", max=0.8))
+    assert named["value"] == 0.9 and "degenerate" in named["reason"] and named["passed"] is False
+
+
+@pytest.mark.parametrize("use, value, metric", [("point", 0.71, "perplexity"), ("ci_low", 0.58, "perplexity"),
+                                                ("ci_high", 0.83, "perplexity")])
+def test_membership_auc_uses_the_chosen_end_of_the_interval(reports, use, value, metric):
+    result = _evaluate(reports, _rule(check="membership_auc", variant="dp", max=0.6, use=use))
+    assert result["value"] == value and result["use"] == use and f"({metric}, " in result["reason"]
+    assert result["passed"] is (value <= 0.6)  # ci_low 0.58 passes where the point estimate 0.71 fails
+
+
+def test_membership_auc_interval_missing_fails(reports):
+    path = reports / "extract" / "dp.json"
+    data = json.loads(path.read_text())
+    data["membership"]["metrics"] = {"perplexity": {"auc": 0.5}}
+    path.write_text(json.dumps(data))
+    result = _evaluate(reports, _rule(check="membership_auc", variant="dp", max=0.6, use="ci_high"))
+    assert result["value"] is None and result["passed"] is False and "high end" in result["reason"]
+
+
+def test_use_applies_to_membership_auc_only():
+    with pytest.raises(ValueError, match="metric and use apply to membership_auc"):
+        GateRule(check="memorized_pii", variant="dp", max=0, use="ci_low")
 
 
 def test_missing_measurements_fail_with_a_reason(reports):

@@ -208,25 +208,32 @@ MEMBER_TEXTS = ["abcdefg", "hij", "kl", "mnopqr"]  # 3-token segments: abc def |
 NONMEMBER_TEXTS = ["xyz12", ""]  # xyz
 
 
-def test_membership_documents_segments():
+def test_membership_documents_segments_equal_counts():
     members, nonmembers = membership_documents(MEMBER_TEXTS, NONMEMBER_TEXTS, codes, tokens=3, max_samples=10, seed=0)
-    assert members == [codes(s) for s in ("abc", "def", "hij", "mno", "pqr")]  # all of them, in document order
+    # one non-member segment exists (xyz), so one member segment is drawn too: equal counts
     assert nonmembers == [codes("xyz")]
+    assert len(members) == 1 and members[0] in [codes(s) for s in ("abc", "def", "hij", "mno", "pqr")]
+    wide = NONMEMBER_TEXTS + ["0123456789abcdefghij"]  # 7 non-member segments now
+    members, nonmembers = membership_documents(MEMBER_TEXTS, wide, codes, tokens=3, max_samples=10, seed=0)
+    assert members == [codes(s) for s in ("abc", "def", "hij", "mno", "pqr")]  # all five, in document order
+    assert len(nonmembers) == 5
 
 
 def test_membership_documents_samples_are_seeded():
-    def sample(seed, nonmember_texts=NONMEMBER_TEXTS):
+    more = NONMEMBER_TEXTS + ["0123456789"]
+
+    def sample(seed, nonmember_texts=more):
         return membership_documents(MEMBER_TEXTS, nonmember_texts, codes, tokens=3, max_samples=2, seed=seed)
 
     members, nonmembers = sample(5)
-    assert len(members) == 2 and len(nonmembers) == 1
-    assert all(len(segment) == 3 for segment in members)
+    assert len(members) == 2 and len(nonmembers) == 2
+    assert all(len(segment) == 3 for segment in members + nonmembers)
     all_segments = [codes(s) for s in ("abc", "def", "hij", "mno", "pqr")]
     assert all(segment in all_segments for segment in members) and members[0] != members[1]
     assert sample(5) == (members, nonmembers)
     assert len({tuple(map(tuple, sample(seed)[0])) for seed in range(20)}) > 1  # seeds do matter
-    # each side has its own stream: more non-member text leaves the member sample alone
-    assert sample(5, NONMEMBER_TEXTS + ["0123456789"])[0] == members
+    # each side has its own stream: more non-member text (same count drawn) leaves the member sample alone
+    assert sample(5, more + ["abcdefghijkl"])[0] == members
 
 
 def test_membership_documents_validation():

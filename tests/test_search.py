@@ -7,7 +7,7 @@ import pytest
 from torch import nn
 
 from canaryaudit.canaries import parse_format
-from canaryaudit.scoring import log_perplexity_bits
+from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits
 from canaryaudit.search import NextTokenScorer, TreeUnsupported, canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
@@ -16,17 +16,19 @@ from tests.test_training import TEXTS, settings
 
 FORMAT = parse_format("pin", "my pin is {d}x2-{d}x2", {"d": "0123456789"})  # |R| = 10^4, a literal dash inside
 CANARY = ["4", "8", "2", "1"]
+MEMORIZED = [CANARY, ["7", "3", "0", "6"], ["1", "9", "5", "2"]]  # three canaries of one format, 40 copies each
 
 
 @pytest.fixture(scope="module", params=["gpt2", "lstm"])
 def trained(request):
-    """A small model trained on emails with the canary inserted 40 times."""
+    """A small model trained on emails with three canaries of FORMAT inserted 40 times each."""
     rng = random.Random(0)
     texts = list(TEXTS)
     for _ in range(40):
-        i = rng.randrange(len(texts))
-        texts[i] = texts[i] + "\n" + FORMAT.render(CANARY)
-    s = settings(model={"arch": request.param, "width": 48}, epochs=4, optimizer={"lr": 0.01})
+        for canary in MEMORIZED:
+            i = rng.randrange(len(texts))
+            texts[i] = texts[i] + "\n" + FORMAT.render(canary)
+    s = settings(model={"arch": request.param, "width": 64, "context": 32}, epochs=4, optimizer={"lr": 0.02})
     data = prepare_data(s, texts[:-6], texts[-6:-3], texts[-3:])
     model, _ = build_variant_model(s, data.tokenizer)
     result = Trainer(s, model, data.train, data.valid, data.test, progress=False).run()
@@ -37,6 +39,105 @@ def brute_force(model, tokenizer):
     fillings = [FORMAT.fill_from_index(i) for i in range(FORMAT.space_size)]
     texts = [FORMAT.render(f)[len(FORMAT.prefix):] for f in fillings]
     return fillings, log_perplexity_bits(model, tokenizer, FORMAT.prefix, texts, batch_size=2048)
+
+
+@pytest.fixture(scope="module")
+def brute_force_exact(trained):
+    """Every filling's Px in float64 by two independent full-sequence paths: token rows through
+    exact_px_bits (what exact_rank rescored with) and text through log_perplexity_bits on a float64 copy."""
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    fillings = [FORMAT.fill_from_index(i) for i in range(FORMAT.space_size)]
+    rows = np.array([candidate_tokens(space, FORMAT, f, tokenizer) for f in fillings])
+    model64 = float64_copy(model)
+    by_rows = exact_px_bits(model64, space.prefix_ids, rows, batch_size=1000)
+    texts = [FORMAT.render(f)[len(FORMAT.prefix):] for f in fillings]
+    by_text = log_perplexity_bits(model64, tokenizer, FORMAT.prefix, texts, batch_size=777)
+    return fillings, rows, by_rows, by_text
+
+
+def near_ties(px, gap=1e-5, count=4):
+    """Indices of candidates whose Px lies within ``gap`` bits of another's (both of each pair)."""
+    order = np.argsort(px, kind="stable")
+    close = np.nonzero(np.diff(px[order]) < gap)[0]
+    picked = []
+    for k in close[np.linspace(0, len(close) - 1, min(count, len(close))).astype(int)]:
+        picked.extend([int(order[k]), int(order[k + 1])])
+    return picked
+
+
+def test_exact_rank_equals_brute_force_in_near_ties(trained, brute_force_exact):
+    """Canaries within 1e-5 bits of each other: exact_rank equals the brute-force count exactly."""
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    fillings, rows, by_rows, by_text = brute_force_exact
+    assert np.abs(by_rows - by_text).max() < 1e-9  # the two float64 paths agree far below the gaps
+    ties = near_ties(by_rows)
+    assert len(ties) >= 4, "the trained model should give some near-ties among 10^4 fillings"
+    memorized = [fillings.index(c) for c in MEMORIZED]
+    for index in ties + memorized:
+        result = exact_rank(NextTokenScorer(model, space.prefix_ids), space, rows[index], max_rows=200_000)
+        expected = int((by_rows <= by_rows[index]).sum())  # ties count against the canary
+        assert result.rank == expected == int((by_text <= by_text[index]).sum()), (fillings[index], result.message)
+        assert result.canary_px == pytest.approx(by_rows[index], abs=1e-9)
+        assert result.max_float_error < 1e-3
+
+
+def test_exact_rank_undercounts_without_the_exact_rescoring(trained, brute_force_exact):
+    """The defect this replaces: thresholding float32 search scores at 1e-6 bits misses near-tied
+    candidates; rescoring survivors in float64 never does (checked on the same canaries)."""
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    _fillings, rows, by_rows, _ = brute_force_exact
+    for index in near_ties(by_rows, gap=1e-6, count=6):
+        tight = exact_rank(NextTokenScorer(model, space.prefix_ids), space, rows[index], 200_000, tolerance=0.0)
+        if tight.exact:  # zero slack either survives by luck or is flagged: never silently wrong
+            assert tight.rank == int((by_rows <= by_rows[index]).sum())
+
+
+def test_shortest_path_top_k_is_the_brute_force_top_k(trained, brute_force_exact):
+    """The top-K search confirms exactly the K likeliest fillings, in order (positions = exact ranks)."""
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    _fillings, rows, by_rows, _ = brute_force_exact
+    for pop_batch in (1, 16):
+        result = shortest_path(NextTokenScorer(model, space.prefix_ids), space, pop_batch, 100_000, top_k=5)
+        assert result.within_budget and len(result.candidates) == 5
+        order = np.argsort(by_rows, kind="stable")
+        assert by_rows[order[5]] - by_rows[order[4]] > 1e-4  # the 5th and 6th are apart beyond float32 error
+        assert [c for _, c in result.candidates] == [tuple(rows[i]) for i in order[:5]]  # gaps here are >= 3e-4 bits
+        assert [px for px, _ in result.candidates] == pytest.approx(list(by_rows[order[:5]]), abs=1e-3)
+
+
+def test_audit_format_extracts_every_memorized_canary(trained, brute_force_exact, request):
+    """Three memorized canaries of one format: the extraction count is 3, not capped at one per format,
+    and each canary's extraction position equals its exact rank."""
+    from canaryaudit.config import ExposureParams
+    from canaryaudit.exposure_audit import audit_format
+
+    model, tokenizer = trained
+    fillings, _rows, by_rows, _ = brute_force_exact
+    ranks = [int((by_rows <= by_rows[fillings.index(c)]).sum()) for c in MEMORIZED]
+    if "lstm" in request.node.name:
+        assert sorted(ranks) == [1, 2, 3]  # the LSTM memorizes all three (precondition of the count)
+    canaries = [{"canary_id": f"m{i}", "randomness": c, "text": FORMAT.render(c), "insertions": 40, "included": True,
+                 "audit": False} for i, c in enumerate(MEMORIZED)]
+    canaries.append({"canary_id": "held", "randomness": ["9", "0", "5", "7"], "text": FORMAT.render(["9", "0", "5", "7"]),
+                     "insertions": 0, "included": False, "audit": False})
+    params = ExposureParams(references=300, exact_rank={"max_estimated_rank": 10_000, "max_rows": 200_000},
+                            extraction={"pop_batch": 16, "max_expansions": 50_000})
+    rows, summary = audit_format(model, tokenizer, FORMAT, canaries, params, "cpu", random.Random(0))
+    assert summary["extraction"]["top_k"] == 3  # default K: the format's canaries in the training data
+    by_id = {r["canary_id"]: r for r in rows}
+    for i, rank in enumerate(ranks):
+        row = by_id[f"m{i}"]
+        assert row["exact_rank"] == rank
+        assert row["extracted"] is (rank <= 3) and row["extracted_top1"] is (rank == 1)
+        assert row["extraction_position"] == (rank if rank <= 3 else None)
+        assert 0 <= row["exposure_extrapolation"] <= FORMAT.log2_space_size
+        assert row["exposure_extrapolation_lower_bound"] is (row["exposure_extrapolation_raw"] > FORMAT.log2_space_size)
+    assert sum(r["extracted"] for r in rows if r["included"]) == sum(rank <= 3 for rank in ranks)
+    assert all(r["exact_rank"] is not None or r["exact_rank_note"] for r in rows)
 
 
 def between(px, threshold, float_noise=1e-3):

@@ -96,3 +96,21 @@ def exposure_extrapolation(
     px = np.asarray(canary_px, dtype=np.float64)
     values = np.array([-fit.log_cdf(float(v)) / LN2 for v in px.reshape(-1)]).reshape(px.shape)
     return (float(values) if np.ndim(px) == 0 else values), fit
+
+
+def cap_at_space(exposure: float | np.ndarray, log2_space_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(min(exposure, log2|R|), capped?) per value: exposure cannot exceed log2|R| (rank >= 1).
+
+    An estimate above log2|R| says "at least as exposed as the likeliest filling can be";
+    the capped value is reported as a lower bound (``>=``).
+    """
+    values = np.asarray(exposure, dtype=np.float64)
+    capped = values > log2_space_size
+    return np.where(capped, log2_space_size, values), capped
+
+
+def interpolation_saturated(canary_px: float | np.ndarray, reference_pxs: np.ndarray) -> np.ndarray:
+    """Whether each canary is likelier than every reference: interpolation then reads log2(N)
+    (N references), its largest value, which is a lower bound on the true exposure."""
+    refs = np.asarray(reference_pxs, dtype=np.float64)
+    return np.asarray(canary_px, dtype=np.float64) < refs.min()

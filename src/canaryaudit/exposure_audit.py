@@ -7,9 +7,10 @@ after the format's prefix (lower = more likely).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,24 @@ from torch import nn
 
 from canaryaudit.canaries import CanaryFormat
 from canaryaudit.config import ExposureParams
-from canaryaudit.exposure import exposure_extrapolation, exposure_from_rank, exposure_interpolation
+from canaryaudit.exposure import (
+    SkewNormalFit,
+    cap_at_space,
+    exposure_extrapolation,
+    exposure_from_rank,
+    exposure_interpolation,
+    interpolation_saturated,
+)
 from canaryaudit.scoring import NextTokenScorer, score_candidates
-from canaryaudit.search import CanarySpace, canary_space, exact_rank, shortest_path, tokens_follow_tree
+from canaryaudit.search import (
+    CanarySpace,
+    ExtractionResult,
+    RankResult,
+    canary_space,
+    exact_rank,
+    shortest_path,
+    tokens_follow_tree,
+)
 from canaryaudit.training.tokenizers import Tokenizer
 
 log = logging.getLogger("canaryaudit.exposure")
@@ -53,6 +69,89 @@ def _tokens(space: CanarySpace, tokenizer: Tokenizer, fmt: CanaryFormat, filling
     return np.array(rows, dtype=np.int64).reshape(len(rows), space.depth)
 
 
+EXTRACTION_DEFINITION = (
+    "a canary is extracted when the shortest-path search (Secret Sharer 8.1) ranks it among the top K "
+    "likeliest fillings of its format, K = exposure.extraction.top_k or, by default, the number of canaries "
+    "of that format in the training data; its position is its rank among all fillings (1 = the model's "
+    "single likeliest filling, also counted as extracted_top1)"
+)
+
+
+@dataclass(frozen=True)
+class FormatScores:
+    """Px (bits, the model's dtype, one scoring call) of a format's canaries and references, and the estimators."""
+
+    canary_tokens: np.ndarray
+    canary_px: np.ndarray
+    reference_px: np.ndarray
+    interpolation: np.ndarray
+    interpolation_bound: np.ndarray  # True: saturated at log2(references), a lower bound
+    extrapolation: np.ndarray  # capped at log2|R|
+    extrapolation_bound: np.ndarray  # True: the raw estimate exceeded log2|R| and was capped (a lower bound)
+    extrapolation_raw: np.ndarray
+    fit: SkewNormalFit
+
+
+def score_format(scorer: NextTokenScorer, space: CanarySpace, tokenizer: Tokenizer, fmt: CanaryFormat,
+                 canaries: Sequence[dict[str, Any]], references: Sequence[Sequence[str]]) -> FormatScores:
+    """Canaries and references scored in one call (one code path, so their Px are comparable)."""
+    canary_tokens = _tokens(space, tokenizer, fmt, [c["randomness"] for c in canaries])
+    all_px = score_candidates(scorer, np.concatenate([canary_tokens, _tokens(space, tokenizer, fmt, references)]),
+                              progress=True)
+    canary_px, ref_px = all_px[: len(canaries)], all_px[len(canaries) :]
+    raw, fit = exposure_extrapolation(canary_px, ref_px)
+    extrapolation, capped = cap_at_space(raw, fmt.log2_space_size)
+    return FormatScores(canary_tokens, canary_px, ref_px, np.asarray(exposure_interpolation(canary_px, ref_px)),
+                        interpolation_saturated(canary_px, ref_px), extrapolation, capped, np.asarray(raw), fit)
+
+
+def exact_ranks(scorer: NextTokenScorer, space: CanarySpace, fmt: CanaryFormat, scores: FormatScores,
+                params: ExposureParams) -> dict[int, RankResult | str]:
+    """Exact rank per canary index, or a note saying why there is none (every canary gets one or the other)."""
+    out: dict[int, RankResult | str] = {}
+    if not params.exact_rank.enabled:
+        return {i: "not searched: exposure.exact_rank.enabled is false" for i in range(len(scores.canary_px))}
+    stopped: str | None = None
+    for i in np.argsort(scores.canary_px, kind="stable"):  # most exposed first: once one exceeds the budget, later ones would too
+        i = int(i)
+        if stopped is not None:
+            out[i] = f"not searched: {stopped}, and this canary is less likely, so its search would be larger"
+            continue
+        estimated_rank = fmt.space_size * 2.0 ** (-float(scores.extrapolation[i]))
+        if estimated_rank > params.exact_rank.max_estimated_rank:
+            out[i] = f"skipped: estimated rank {estimated_rank:.3g} > exposure.exact_rank.max_estimated_rank {params.exact_rank.max_estimated_rank}"
+            continue
+        result = exact_rank(scorer, space, scores.canary_tokens[i], params.exact_rank.max_rows)
+        out[i] = result
+        if not result.exact:
+            stopped = f"the search for a likelier canary of this format stopped ({result.message})"
+    return out
+
+
+def extraction_top_k(params: ExposureParams, canaries: Sequence[dict[str, Any]]) -> int:
+    """K of the extraction definition: the setting, or the format's canaries in the training data (at least 1)."""
+    if params.extraction.top_k is not None:
+        return params.extraction.top_k
+    return max(1, sum(bool(c["included"]) for c in canaries))
+
+
+def _rank_fields(rank: RankResult | str | None, space_size: int) -> dict[str, Any]:
+    exact = rank.rank if isinstance(rank, RankResult) and rank.exact else None
+    if isinstance(rank, str):
+        note = rank
+    elif isinstance(rank, RankResult) and not rank.exact:
+        note = rank.message
+    else:
+        note = ""
+    return {
+        "exact_rank": exact,
+        "exposure_exact": exposure_from_rank(exact, space_size) if exact is not None else None,
+        "exact_px_bits": rank.canary_px if isinstance(rank, RankResult) else None,
+        "exact_rank_rows": rank.rows if isinstance(rank, RankResult) else None,
+        "exact_rank_note": note,
+    }
+
+
 def audit_format(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -65,84 +164,77 @@ def audit_format(
     """Rows (one per canary of ``fmt``) and a summary of the format's search."""
     space = canary_space(fmt, tokenizer)
     scorer = NextTokenScorer(model, space.prefix_ids, params.batch_size, device, max_suffix=space.depth)
-    canary_tokens = _tokens(space, tokenizer, fmt, [c["randomness"] for c in canaries])
     references = sample_references(fmt, params.references, {c["text"] for c in canaries}, rng)
-    ref_px = score_candidates(scorer, _tokens(space, tokenizer, fmt, references), progress=True)
-    canary_px = score_candidates(scorer, canary_tokens)
-    interpolation = exposure_interpolation(canary_px, ref_px)
-    extrapolation, fit = exposure_extrapolation(canary_px, ref_px)
+    scores = score_format(scorer, space, tokenizer, fmt, canaries, references)
     log.info("%s: %d canaries, %d references scored in %d model rows", fmt.name, len(canaries), len(references), scorer.rows)
-
-    ranks: dict[int, Any] = {}
-    if params.exact_rank.enabled:
-        for i in np.argsort(canary_px):  # most exposed first: once one exceeds the budget, later ones would too
-            estimated_rank = fmt.space_size * 2.0 ** (-float(extrapolation[i]))
-            if estimated_rank > params.exact_rank.max_estimated_rank:
-                ranks[int(i)] = f"skipped: estimated rank {estimated_rank:.3g} > {params.exact_rank.max_estimated_rank}"
-                continue
-            result = exact_rank(scorer, space, canary_tokens[i], params.exact_rank.max_rows)
-            ranks[int(i)] = result
-            if not result.exact:
-                break
-
+    ranks = exact_ranks(scorer, space, fmt, scores, params)
+    top_k = extraction_top_k(params, canaries)
     search = None
     if params.extraction.enabled:
-        search = shortest_path(scorer, space, params.extraction.pop_batch, params.extraction.max_expansions)
-        log.info("%s: shortest path: %d iterations, %d expansions, %d rows in %.1f s, %d candidates",
-                 fmt.name, search.iterations, search.nodes_expanded, search.rows, search.seconds, len(search.candidates))
-    found = {tuple(tokens): position for position, (_px, tokens) in enumerate(search.candidates, 1)} if search else {}
-
+        search = shortest_path(scorer, space, params.extraction.pop_batch, params.extraction.max_expansions,
+                               top_k=top_k)
+        log.info("%s: shortest path: %d iterations, %d expansions, %d rows in %.1f s, %d of top %d confirmed",
+                 fmt.name, search.iterations, search.nodes_expanded, search.rows, search.seconds,
+                 len(search.candidates), top_k)
     rows = []
     for i, canary in enumerate(canaries):
-        rank = ranks.get(i)
-        exact = rank.rank if rank is not None and not isinstance(rank, str) and rank.exact else None
-        note = rank if isinstance(rank, str) else (rank.message if rank is not None else "")
-        position = found.get(tuple(int(t) for t in canary_tokens[i]))
+        position = search.position(scores.canary_tokens[i]) if search else None
         rows.append({
             "canary_id": canary["canary_id"],
             "format": fmt.name,
             "insertions": int(canary["insertions"]),
             "included": bool(canary["included"]),
             "audit": bool(canary["audit"]),
-            "px_bits": float(canary_px[i]),
-            "exposure_interpolation": float(interpolation[i]),
-            "exposure_extrapolation": float(extrapolation[i]),
-            "exact_rank": exact,
-            "exposure_exact": exposure_from_rank(exact, fmt.space_size) if exact is not None else None,
-            "exact_rank_rows": None if rank is None or isinstance(rank, str) else rank.rows,
-            "exact_rank_note": note,
-            "extracted": position == 1,
+            "px_bits": float(scores.canary_px[i]),
+            "exposure_interpolation": float(scores.interpolation[i]),
+            "exposure_interpolation_lower_bound": bool(scores.interpolation_bound[i]),
+            "exposure_extrapolation": float(scores.extrapolation[i]),
+            "exposure_extrapolation_lower_bound": bool(scores.extrapolation_bound[i]),
+            "exposure_extrapolation_raw": float(scores.extrapolation_raw[i]),
+            **_rank_fields(ranks.get(i), fmt.space_size),
+            "extracted": position is not None,
+            "extracted_top1": position == 1,
             "extraction_position": position,
         })
-    summary = {
+    return rows, _format_summary(fmt, scores, scorer, search, top_k)
+
+
+def _format_summary(fmt: CanaryFormat, scores: FormatScores, scorer: NextTokenScorer,
+                    search: ExtractionResult | None, top_k: int) -> dict[str, Any]:
+    return {
         "space_size": fmt.space_size,
         "log2_space_size": fmt.log2_space_size,
-        "references": len(references),
-        "reference_px_mean": float(ref_px.mean()),
-        "reference_px_std": float(ref_px.std()),
-        "skew_normal_fit": asdict(fit),
+        "references": len(scores.reference_px),
+        "log2_references": math.log2(len(scores.reference_px)),
+        "reference_px_mean": float(scores.reference_px.mean()),
+        "reference_px_std": float(scores.reference_px.std()),
+        "skew_normal_fit": asdict(scores.fit),
         "model_rows": scorer.rows,
         "model_calls": scorer.calls,
+        "exact_rescored_rows": scorer.exact_rows,
         "extraction": None if search is None else {
+            "top_k": top_k, "confirmed": len(search.candidates), "unconfirmed_popped": search.unconfirmed,
             "iterations": search.iterations, "nodes_expanded": search.nodes_expanded, "model_rows": search.rows,
             "model_calls": search.calls, "seconds": search.seconds, "within_budget": search.within_budget,
-            "candidates_returned": len(search.candidates),
             "top_px_bits": search.candidates[0][0] if search.candidates else None,
         },
     }
-    return rows, summary
 
 
 def summarize_by_insertions(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Mean, min and max exposure per estimator, and the fraction extracted, per insertion count."""
+    """Mean, median, min and max exposure per estimator (and how many values are lower bounds),
+    and the fraction extracted, per insertion count."""
     out: dict[str, dict[str, Any]] = {}
     for count in sorted({r["insertions"] for r in rows}):
         group = [r for r in rows if r["insertions"] == count]
         entry: dict[str, Any] = {"canaries": len(group), "extracted_fraction": sum(r["extracted"] for r in group) / len(group)}
         for estimator in ("interpolation", "extrapolation", "exact"):
-            values = [r[f"exposure_{estimator}"] for r in group if r[f"exposure_{estimator}"] is not None]
+            measured = [r for r in group if r[f"exposure_{estimator}"] is not None]
+            values = [r[f"exposure_{estimator}"] for r in measured]
             entry[estimator] = (
-                {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values)), "n": len(values)}
+                {"mean": float(np.mean(values)), "median": float(np.median(values)), "min": float(np.min(values)),
+                 "max": float(np.max(values)), "n": len(values),
+                 "lower_bounds": sum(bool(r.get(f"exposure_{estimator}_lower_bound")) for r in measured)}
                 if values else None
             )
         out[str(count)] = entry

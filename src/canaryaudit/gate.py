@@ -37,6 +37,7 @@ class Rule(Protocol):
     insertions: int | None
     estimator: str
     metric: str | None
+    use: str
 
 
 @dataclass(frozen=True)
@@ -112,14 +113,18 @@ CHECKS.add("memorized_canaries", _field_check(
 @CHECKS.register("membership_auc")
 def _membership_auc(rule: Rule, inputs: ReportInputs) -> Measurement:
     report = inputs.extract.get(rule.variant)
-    label = rule.metric or "best metric"
-    what = f"membership-inference AUC on {rule.variant} ({label})"
+    label = rule.metric or "best non-degenerate metric"
+    end = {"point": "point estimate", "ci_low": "low end of the 95 % interval",
+           "ci_high": "high end of the 95 % interval"}[rule.use]
+    what = f"membership-inference AUC on {rule.variant} ({label}, {end})"
     if report is None:
         return _absent(inputs, "extract", rule.variant, what)
-    auc, metric = measures.membership_auc(report, rule.metric)
+    auc, metric = measures.membership_auc(report, rule.metric, rule.use)
     if auc is None:
-        return Measurement(None, what, missing=f"no membership AUC for {label} in extract/{rule.variant}.json")
-    return Measurement(auc, f"membership-inference AUC on {rule.variant} ({metric})")
+        return Measurement(None, what, missing=f"no membership AUC ({end}) for {label} in extract/{rule.variant}.json")
+    flag = measures.degenerate_metrics(report).get(metric or "")
+    suffix = f"; degenerate: {flag}" if flag else ""
+    return Measurement(auc, f"membership-inference AUC on {rule.variant} ({metric}, {end}{suffix})")
 
 
 CHECKS.add("empirical_epsilon", _field_check(
@@ -156,6 +161,8 @@ def evaluate_rule(rule: Rule, inputs: ReportInputs) -> dict[str, Any]:
     for option in ("insertions", "metric"):
         if getattr(rule, option, None) is not None:
             entry[option] = getattr(rule, option)
+    if rule.check == "membership_auc":
+        entry["use"] = rule.use
     if rule.check == "exposure":
         entry["estimator"] = rule.estimator
     value = measurement.value

@@ -179,7 +179,8 @@ def roc_points(fpr: np.ndarray, tpr: np.ndarray, max_points: int = 200) -> tuple
 
 
 def evaluate_membership(
-    scores_by_metric: Mapping[str, np.ndarray], labels: np.ndarray, n_boot: int, seed: int
+    scores_by_metric: Mapping[str, np.ndarray], labels: np.ndarray, n_boot: int, seed: int,
+    degenerate: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The `membership` block of reports/extract/V.json (without `tokens`, which the caller knows).
 
@@ -187,7 +188,10 @@ def evaluate_membership(
     bootstrap interval; every metric uses the same resamples (same seed), so the
     intervals are comparable. low_fpr_resolution = 1 / non-members, the smallest
     non-zero FPR: above 0.001, "TPR at 0.1 % FPR" is the TPR at zero false positives.
+    ``degenerate``: metric -> why it cannot separate anything; such a metric is reported
+    (``degenerate: true`` with the reason) but a rule over "the best metric" skips it.
     """
+    degenerate = degenerate or {}
     labels = np.asarray(labels)
     n_members, n_nonmembers = int((labels == 1).sum()), int((labels == 0).sum())
     if n_members == 0 or n_nonmembers == 0:
@@ -215,6 +219,8 @@ def evaluate_membership(
             "tpr_at_1pct_fpr_ci": list(intervals["tpr_at_1pct_fpr"]),
             "tpr_at_0_1pct_fpr": tpr_at_fpr(fpr, tpr, 0.001),
             "tpr_at_0_1pct_fpr_ci": list(intervals["tpr_at_0_1pct_fpr"]),
+            "degenerate": name in degenerate,
+            "degenerate_reason": degenerate.get(name),
         }
     return {
         "members": n_members,
@@ -253,23 +259,24 @@ def membership_documents(
     max_samples: int,
     seed: int,
 ) -> tuple[list[list[int]], list[list[int]]]:
-    """(member segments, non-member segments): token-id lists of exactly `tokens` ids each.
+    """(member segments, non-member segments): token-id lists of exactly `tokens` ids each,
+    the same number on both sides.
 
-    Every segment has the same length because log-perplexity, and most
-    membership scores built on it, grow with length: unequal lengths would let
-    the attack separate the sides by length instead of by memorization. Up to
-    max_samples segments per side are drawn without replacement (kept in
-    document order); each side has its own child seed, so one side's sample
-    does not change with the other side's size.
+    Both sides are drawn the same way: every document cut into consecutive `tokens`-id
+    segments, then n segments drawn without replacement (kept in document order), with
+    n = min(max_samples, segments available on either side). Equal lengths because
+    log-perplexity, and most membership scores built on it, grow with length; equal counts
+    so that neither side's sampling differs from the other's. Each side has its own child seed.
     """
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
     if max_samples < 0:
         raise ValueError(f"max_samples must be >= 0, got {max_samples}")
     member_rng, nonmember_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    pieces = [_segments(member_texts, tokenize, tokens), _segments(nonmember_texts, tokenize, tokens)]
+    count = min(max_samples, len(pieces[0]), len(pieces[1]))
     sampled = []
-    for texts, rng in ((member_texts, member_rng), (nonmember_texts, nonmember_rng)):
-        pieces = _segments(texts, tokenize, tokens)
-        chosen = np.sort(rng.choice(len(pieces), size=min(max_samples, len(pieces)), replace=False))
-        sampled.append([pieces[i] for i in chosen])
+    for side, rng in zip(pieces, (member_rng, nonmember_rng)):
+        chosen = np.sort(rng.choice(len(side), size=count, replace=False))
+        sampled.append([side[i] for i in chosen])
     return sampled[0], sampled[1]

@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 
 from canaryaudit.errors import CanaryAuditError, ParamsError
+from canaryaudit.report import measures
 from canaryaudit.stagekit import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 LogFn = Callable[[str], None]
@@ -713,12 +714,8 @@ def collect_results(ws: Path) -> dict[str, dict[str, float]]:
     for path in sorted((reports / "exposure").glob("*.json")):
         data = _read_json(path) or {}
         canaries = [c for c in data.get("canaries") or [] if isinstance(c, dict) and not c.get("audit")]
-        best = [
-            c.get("exposure_exact") if _num(c.get("exposure_exact")) is not None else c.get("exposure_extrapolation")
-            for c in canaries
-            if c.get("included", True)
-        ]
-        best = [b for b in (_num(x) for x in best) if b is not None]
+        best = [measures.canary_exposure(c, "best") for c in canaries if c.get("included", True)]
+        best = [b for b in best if b is not None]
         if best:
             put(path.stem, "exposure_max", max(best))
         counts = sorted((int(k) for k in (data.get("by_insertions") or {}) if str(k).isdigit() and int(k) > 0))
@@ -732,10 +729,7 @@ def collect_results(ws: Path) -> dict[str, dict[str, float]]:
         put(path.stem, "memorized_samples", data.get("unique_memorized"))
         put(path.stem, "memorized_pii", len(data.get("memorized_pii") or []) if "memorized_pii" in data else None)
         put(path.stem, "memorized_canaries", len(data.get("memorized_canaries") or []) if "memorized_canaries" in data else None)
-        aucs = [_num((m or {}).get("auc")) for m in ((data.get("membership") or {}).get("metrics") or {}).values()]
-        aucs = [a for a in aucs if a is not None]
-        if aucs:
-            put(path.stem, "membership_auc", max(aucs))
+        put(path.stem, "membership_auc", measures.membership_auc(data)[0])  # best non-degenerate metric
         put(path.stem, "empirical_epsilon", (data.get("empirical_epsilon") or {}).get("epsilon_lower_bound"))
     return out
 

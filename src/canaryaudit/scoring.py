@@ -47,11 +47,16 @@ def log_perplexity_bits(
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
         ids = torch.tensor([prefix_ids + c for c in chunk], dtype=torch.long, device=device)
-        logprobs = torch.log_softmax(model(ids[:, :-1]).float(), dim=-1)
+        logprobs = torch.log_softmax(at_least_float32(model(ids[:, :-1])), dim=-1)
         targets = ids[:, n_prefix:]
         picked = logprobs[:, n_prefix - 1 :, :].gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         out[start : start + len(chunk)] = (-picked.sum(dim=1) / LN2).cpu().numpy()
     return out
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or float64 when they already are (bf16/fp16 are upcast, float64 kept)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 class NextTokenScorer:
@@ -79,6 +84,8 @@ class NextTokenScorer:
         self.prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
         self.calls = 0
         self.rows = 0
+        self.exact_rows = 0  # rows rescored in float64 by exact_px
+        self._model64: nn.Module | None = None
         self._kind = "full"
         with torch.no_grad():
             if reuse_prefix and isinstance(model, CausalLM):
@@ -93,6 +100,18 @@ class NextTokenScorer:
             else:
                 self._root = model(self.prefix)[0, -1].float()
         self._root_log2 = (torch.log_softmax(self._root, -1) / LN2).cpu().numpy().astype(np.float64)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's weights (what the scores are computed in)."""
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+
+    def exact_px(self, candidates: np.ndarray) -> np.ndarray:
+        """Px (bits) of candidate rows by :func:`exact_px_bits` (float64, full sequences, same prefix)."""
+        if self._model64 is None:
+            self._model64 = float64_copy(self.model)
+        self.exact_rows += len(candidates)
+        return exact_px_bits(self._model64, self.prefix[0].tolist(), candidates, self.batch_size, self.device)
 
     @torch.no_grad()
     def log2_next(self, suffixes: np.ndarray) -> np.ndarray:
@@ -185,6 +204,37 @@ def max_positions(model: nn.Module) -> int | None:
             if isinstance(value, int):
                 return value
     return None
+
+
+def float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` on the same device, in eval mode (the original is untouched)."""
+    return copy.deepcopy(model).double().eval()
+
+
+@torch.no_grad()
+def exact_px_bits(model64: nn.Module, prefix_ids: Sequence[int], candidates: np.ndarray,
+                  batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
+    """Px (bits) of each candidate row ([N, D] ids after the prefix) by a full float64 forward pass.
+
+    The reference computation of exact rank: no KV cache, no prefix sharing, every
+    row the whole sequence prefix + candidate, in float64 (rounding ~1e-13 bits,
+    against ~1e-6 for float32), so near-ties between candidates are resolved the
+    same way whichever batch a candidate lands in. ``model64`` comes from
+    :func:`float64_copy`.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    n, depth = candidates.shape
+    if depth == 0:
+        return np.zeros(n, dtype=np.float64)
+    prefix = torch.as_tensor(list(prefix_ids), dtype=torch.long, device=device)
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, batch_size):
+        chunk = torch.as_tensor(candidates[start : start + batch_size], device=device)
+        ids = torch.cat([prefix.expand(len(chunk), -1), chunk], dim=1)
+        logprobs = torch.log_softmax(model64(ids[:, :-1]).double(), dim=-1)[:, len(prefix) - 1 :]
+        picked = logprobs.gather(-1, chunk.unsqueeze(-1)).squeeze(-1)
+        out[start : start + len(chunk)] = (-picked.sum(dim=1) / LN2).cpu().numpy()
+    return out
 
 
 def path_px(scorer: NextTokenScorer, tokens: Sequence[int]) -> float:

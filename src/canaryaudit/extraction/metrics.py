@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -291,3 +291,28 @@ def metric_inputs(names: Sequence[str], model: nn.Module, tokenizer: Tokenizer, 
     return MetricInputs(target=[np.asarray(a, dtype=np.float64) for a in target],
                         texts=texts, reference=reference, lowercase=lowercase,
                         window_tokens=window_tokens, min_k_fraction=min_k_fraction)
+
+
+# lowercase is uninformative when lowercasing leaves (nearly) every scored text as it was:
+# lp_lowercased / lp_target is then identically 1 and ranks by float noise.
+LOWERCASE_UNCHANGED_SHARE = 0.95
+
+
+def degenerate_metrics(scores: Mapping[str, np.ndarray], texts: Sequence[str]) -> dict[str, str]:
+    """Metric name -> why its scores cannot separate anything (metrics not listed are informative).
+
+    - every text scores the same (a constant score gives AUC 0.5 whatever the data);
+    - ``lowercase``: at least 95 % of the texts are unchanged by lowercasing (an already-lowercase
+      corpus), so the ratio compares a text with itself.
+    """
+    out: dict[str, str] = {}
+    for name, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.size and float(values.max() - values.min()) == 0.0:
+            out[name] = "every scored text gets the same score"
+    if "lowercase" in scores and texts:
+        unchanged = sum(t.lower() == t for t in texts) / len(texts)
+        if unchanged >= LOWERCASE_UNCHANGED_SHARE:
+            out["lowercase"] = (f"{unchanged:.0%} of the scored texts are unchanged by lowercasing, so the "
+                                "lowercase ratio compares a text with itself")
+    return out

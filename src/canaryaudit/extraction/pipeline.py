@@ -24,7 +24,7 @@ from torch import nn
 from canaryaudit.audit import empirical_epsilon
 from canaryaudit.config import DataParams, ExtractParams
 from canaryaudit.extraction.index import TrainingIndex
-from canaryaudit.extraction.metrics import compute_metrics, metric_inputs
+from canaryaudit.extraction.metrics import compute_metrics, degenerate_metrics, metric_inputs
 from canaryaudit.extraction.sampling import Sample, generate_samples
 from canaryaudit.extraction.table import ExtractionTable, extraction_table
 from canaryaudit.extraction.verify import find_canaries, find_pii, mask_pii, verify_sample
@@ -36,6 +36,11 @@ from canaryaudit.training.tokenizers import Tokenizer
 log = logging.getLogger("canaryaudit.extract")
 
 METRIC_DIRECTIONS = "higher score = more likely memorized (every metric)"
+# Members come from the training text *before* canary insertion: inserted canary lines are
+# repeated, memorized and absent from the test split, so segments holding them would separate
+# members from non-members by the canaries, not by what membership inference measures.
+MEMBERS_SOURCE = "segments of the sanitized training split without the inserted canaries"
+NONMEMBERS_SOURCE = "segments of the held-out test split, cut and drawn the same way, as many as members"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,14 @@ class AuditedModel:
 def active_metrics(params: ExtractParams, has_reference: bool) -> list[str]:
     """The configured metrics; reference_ratio only when a distinct reference model is there."""
     return [m for m in params.metrics if m != "reference_ratio" or has_reference]
+
+
+def skipped_metrics(params: ExtractParams, has_reference: bool) -> dict[str, str]:
+    """Configured metrics that were not computed, with the reason."""
+    if "reference_ratio" in params.metrics and not has_reference:
+        return {"reference_ratio": "no reference model: this variant is extract.reference_variant itself, "
+                                   "and the ratio of a model to itself is identically 1"}
+    return {}
 
 
 def prompt_texts(params: ExtractParams, test_texts: Sequence[str], base_dir: Path) -> list[str]:
@@ -168,8 +181,11 @@ def membership_inference(audited: AuditedModel, names: Sequence[str], members: S
     labels = np.array([1] * len(inside) + [0] * len(outside))
     texts = [tok.decode(s) for s in segments]
     scores = score_sequences(names, audited, segments, texts, params)
-    block = evaluate_membership(scores, labels, params.membership.bootstrap, params.seed)
+    block = evaluate_membership(scores, labels, params.membership.bootstrap, params.seed,
+                                degenerate=degenerate_metrics(scores, texts))
     block["tokens"] = params.membership.tokens
+    block["members_source"] = MEMBERS_SOURCE
+    block["nonmembers_source"] = NONMEMBERS_SOURCE
     return block, roc_rows(scores, labels)
 
 
@@ -201,9 +217,14 @@ def empirical_epsilon_block(audited: AuditedModel, canaries: Sequence[Mapping[st
 
 def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str, reference_variant: str | None,
                    train_texts: Sequence[str], test_texts: Sequence[str], canaries: Sequence[Mapping[str, Any]],
-                   train_report: Mapping[str, Any], top_samples: int = 100,
+                   train_report: Mapping[str, Any], member_texts: Sequence[str] | None = None, top_samples: int = 100,
                    base_dir: Path = Path(".")) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The whole attack on one model: (report JSON, sample rows, ROC rows)."""
+    """The whole attack on one model: (report JSON, sample rows, ROC rows).
+
+    ``train_texts``: what the model was trained on (canaries included): samples are verified
+    against it. ``member_texts``: the same split before canary insertion, the members of
+    membership inference (default ``train_texts``, for a corpus without canaries).
+    """
     names = active_metrics(params, audited.reference is not None)
     started = time.perf_counter()
     samples = generate_all(audited, params, prompt_texts(params, test_texts, base_dir))
@@ -228,13 +249,15 @@ def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str
     verification_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    membership, roc = membership_inference(audited, names, train_texts, test_texts, params)
+    members = train_texts if member_texts is None else member_texts
+    membership, roc = membership_inference(audited, names, members, test_texts, params)
     membership_seconds = time.perf_counter() - started
 
     report = {
         "variant": variant,
         "reference_variant": reference_variant if audited.reference is not None else None,
         "metrics": names,
+        "skipped_metrics": skipped_metrics(params, audited.reference is not None),
         "metric_directions": METRIC_DIRECTIONS,
         "samples": {
             "generated": len(samples), "tokens": params.sample_tokens,

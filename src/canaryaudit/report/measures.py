@@ -112,17 +112,44 @@ def membership_metrics(extract: Mapping[str, Any] | None) -> dict[str, dict[str,
     return {str(k): v for k, v in metrics.items() if isinstance(v, Mapping)} if isinstance(metrics, Mapping) else {}
 
 
-def membership_auc(extract: Mapping[str, Any] | None, metric: str | None = None) -> tuple[float | None, str | None]:
-    """(AUC, metric): of ``metric``, or the highest AUC over all metrics (the strongest attack)."""
+AUC_USES = {"point": "auc", "ci_low": 0, "ci_high": 1}  # where each `use` reads the AUC from
+
+
+def auc_value(entry: Mapping[str, Any], use: str = "point") -> float | None:
+    """The AUC of one metric's entry: the point estimate or an end of its 95 % bootstrap interval."""
+    if use == "point":
+        return as_number(entry.get("auc"))
+    interval = entry.get("auc_ci")
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return None
+    return as_number(interval[AUC_USES[use]])
+
+
+def membership_auc(extract: Mapping[str, Any] | None, metric: str | None = None,
+                   use: str = "point") -> tuple[float | None, str | None]:
+    """(AUC, metric): of ``metric``, or the highest over the metrics not marked degenerate (the
+    strongest informative attack). ``use``: point estimate, ci_low or ci_high of the interval."""
+    if use not in AUC_USES:
+        raise ValueError(f"use must be one of {', '.join(AUC_USES)}, got {use!r}")
     metrics = membership_metrics(extract)
     if metric is not None:
-        return as_number(metrics.get(metric, {}).get("auc")), metric
-    scored = [(as_number(m.get("auc")), name) for name, m in metrics.items()]
+        return auc_value(metrics.get(metric, {}), use), metric
+    scored = [(auc_value(m, use), name) for name, m in metrics.items() if not m.get("degenerate")]
     scored = [(auc, name) for auc, name in scored if auc is not None]
     if not scored:
         return None, None
     auc, name = max(scored)
     return auc, name
+
+
+def degenerate_metrics(extract: Mapping[str, Any] | None) -> dict[str, str]:
+    """Metric -> why it is uninformative (marked by the extract stage), and configured metrics it skipped."""
+    out = {name: str(m.get("degenerate_reason") or "degenerate")
+           for name, m in membership_metrics(extract).items() if m.get("degenerate")}
+    skipped = extract.get("skipped_metrics") if extract else None
+    if isinstance(skipped, Mapping):
+        out.update({str(k): f"not computed: {v}" for k, v in skipped.items()})
+    return out
 
 
 def empirical_epsilon(extract: Mapping[str, Any] | None) -> float | None:

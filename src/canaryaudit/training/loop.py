@@ -118,6 +118,28 @@ def evaluate(model: nn.Module, data: TensorDataset, batch_size: int, device: tor
     return total / max(count, 1)
 
 
+def empty_dp_step(optimizer) -> None:
+    """Take the DP-SGD step of an empty Poisson batch: noise only, counted by the accountant.
+
+    Why: DP-SGD (and the accountant's sampled-Gaussian analysis) requires every step,
+    empty batch included, to add N(0, (sigma C)^2) noise to the (here zero) sum of
+    clipped gradients, divide by the expected batch size and step on it. With no data
+    there is no backward pass, so Opacus has no ``grad_sample`` and ``optimizer.step()``
+    fails ("Per sample gradient is not initialized"). We give each trainable parameter
+    a zero-length per-sample gradient of shape (0, *p.shape); Opacus 1.6's
+    ``DPOptimizer.clip_and_accumulate`` handles it (its "Empty batch" branch) and sums
+    to zeros, then ``add_noise``, ``scale_grad``, the accountant hook and the wrapped
+    optimizer's step run as on any batch. Calling ``step()`` also consumes the
+    BatchMemoryManager's step signal for this logical batch, keeping it in sync.
+    Call after ``optimizer.zero_grad()``, with no backward pass in between.
+    """
+    for p in optimizer.params:
+        if getattr(p, "grad_sample", None) is not None:
+            raise RuntimeError("empty_dp_step: per-sample gradients are present; call zero_grad() first")
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    optimizer.step()
+
+
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -281,7 +303,7 @@ class Trainer:
                 batch_loss = 0.0
                 for inputs, targets in micro_batches:
                     if len(inputs) == 0:
-                        continue  # Poisson sampling can draw an empty batch
+                        continue  # no data, no loss (only Poisson sampling under DP draws these)
                     loss = self._loss(model, inputs, targets)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
@@ -292,10 +314,14 @@ class Trainer:
                     weight = len(inputs) / batch_size if not self.s.dp.enabled else 1.0
                     (loss * weight).backward()
                     batch_loss += loss.item() * len(inputs) / max(batch_size, 1)
-                optimizer.step()
+                if self.s.dp.enabled and batch_size == 0:
+                    empty_dp_step(optimizer)  # an empty Poisson batch still takes a noisy, accounted step
+                else:
+                    optimizer.step()
                 if self.s.dp.enabled and getattr(optimizer, "_is_last_step_skipped", False):
                     continue  # BatchMemoryManager: a physical batch inside a logical one
-                losses.append(batch_loss)
+                if batch_size:
+                    losses.append(batch_loss)  # an empty batch has no loss to average in
                 step += 1
                 trained_steps += 1
                 bar.update(1)
