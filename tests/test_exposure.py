@@ -64,3 +64,21 @@ def test_log_space_tail_integral_agrees_with_scipy_where_both_work():
     for x in (24.0, 15.0, 5.0):
         forced = fit.log_cdf(x, direct_limit=0.0)  # always the integral path
         assert forced == pytest.approx(float(stats.skewnorm.logcdf(x, fit.shape, fit.loc, fit.scale)), rel=1e-6)
+
+
+def test_cap_at_space_flags_every_capped_value():
+    from canaryaudit.exposure import cap_at_space
+
+    values, capped = cap_at_space(np.array([43.65, 29.9, 12.0, 29.897352853986263]), 29.897352853986263)
+    assert values.tolist() == [29.897352853986263, 29.897352853986263, 12.0, 29.897352853986263]
+    assert capped.tolist() == [True, True, False, False]  # exactly log2|R| is a value, not a cap
+
+
+def test_interpolation_saturates_only_when_likelier_than_every_reference():
+    from canaryaudit.exposure import interpolation_saturated
+
+    refs = np.array([3.0, 4.0, 5.0, 6.0])
+    px = np.array([2.9, 3.0, 4.5])
+    assert interpolation_saturated(px, refs).tolist() == [True, False, False]  # a tie with the best is rank 2
+    values = exposure_interpolation(px, refs)
+    assert values[0] == pytest.approx(np.log2(4)) and values[1] == pytest.approx(np.log2(4) - 1)

@@ -190,3 +190,21 @@ def test_metric_inputs_runs_only_the_needed_passes():
     assert all(np.isfinite(v).all() for v in compute_metrics(ALL, full).values())
     with pytest.raises(ValueError, match="reference model"):
         metric_inputs(["reference_ratio"], model, TOKENIZER, sequences)
+
+
+def test_degenerate_metrics_lowercase_on_lowercase_text_and_constant_scores():
+    from canaryaudit.extraction.metrics import LOWERCASE_UNCHANGED_SHARE, degenerate_metrics
+
+    scores = {"lowercase": np.array([1.0, 1.0 + 1e-9, 0.99]), "zlib": np.array([0.3, 0.3, 0.3]),
+              "perplexity": np.array([-1.0, -2.0, -3.0])}
+    lower = ["all lowercase here", "and here", "also"]
+    found = degenerate_metrics(scores, lower)
+    assert set(found) == {"lowercase", "zlib"}
+    assert "100% of the scored texts are unchanged by lowercasing" in found["lowercase"]
+    assert found["zlib"] == "every scored text gets the same score"
+    # 19 of 20 unchanged = 95 %: degenerate; 18 of 20 = 90 %: informative
+    texts = ["x"] * 19 + ["Y"]
+    assert 19 / 20 >= LOWERCASE_UNCHANGED_SHARE and "lowercase" in degenerate_metrics(
+        {"lowercase": np.arange(20.0)}, texts)
+    assert degenerate_metrics({"lowercase": np.arange(20.0)}, ["x"] * 18 + ["Y", "Z"]) == {}
+    assert degenerate_metrics({"perplexity": np.arange(3.0)}, lower) == {}  # lowercase only judged when scored

@@ -1,6 +1,7 @@
 """exposure@VARIANT as DVC runs it, and the scientific check on the default pipeline."""
 
 import csv
+import math
 
 import pytest
 
@@ -26,9 +27,20 @@ def test_exposure_stage_on_tiny_data(workspace, tiny_params):
         info = report["formats"][fmt]
         assert info["space_size"] == 10**9 and info["references"] == 500
         assert info["extraction"]["nodes_expanded"] <= 2_000
+    log2_refs = math.log2(500)
     for row in report["canaries"]:
-        assert row["exposure_interpolation"] <= 8.9658  # at most log2(500 references)
-        assert row["exact_rank"] is None or row["exact_rank"] >= 1
+        assert row["exposure_interpolation"] <= log2_refs + 1e-12  # at most log2(500 references)
+        assert row["exposure_interpolation_lower_bound"] is (row["exposure_interpolation"] == pytest.approx(log2_refs))
+        assert 0 <= row["exposure_extrapolation"] <= 9 * math.log2(10)  # capped at log2|R|
+        assert row["exposure_extrapolation_lower_bound"] is (row["exposure_extrapolation_raw"] > 9 * math.log2(10))
+        if row["exact_rank"] is None:
+            assert row["exact_rank_note"], row  # every canary without an exact rank says why
+        else:
+            assert row["exposure_exact"] == pytest.approx(9 * math.log2(10) - math.log2(row["exact_rank"]))
+        assert row["extracted"] is (row["extraction_position"] is not None)
+        assert row["extracted_top1"] is (row["extraction_position"] == 1)
+    assert report["extracted"] == sum(r["extracted"] for r in report["canaries"] if r["included"])
+    assert "top K" in report["extraction_definition"]
     with open(workspace / "reports/exposure/nonprivate.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(report["canaries"])
 

@@ -56,9 +56,10 @@ def test_extract_stage_outputs(trained):
         "top_n": 12, "temperature_decay": 12, "prefix": 12}
     assert len(report["table"]) == 3 * 6
     for row in report["table"]:
-        assert row["top_k"] == 6 and 0 <= row["memorized_with_pii"] <= row["memorized"] <= 6
+        assert row["top_k"] == 4 and 0 <= row["memorized_with_pii"] <= row["memorized"] <= 4
     membership = report["membership"]
-    assert membership["tokens"] == 24 and membership["members"] == 40 and membership["nonmembers"] >= 2
+    assert membership["tokens"] == 24 and membership["members"] == membership["nonmembers"] >= 2  # equal counts
+    assert "without the inserted canaries" in membership["members_source"]
     for entry in membership["metrics"].values():
         assert 0.0 <= entry["auc"] <= 1.0 and entry["auc_ci"][0] <= entry["auc"] <= entry["auc_ci"][1]
     eps = report["empirical_epsilon"]
@@ -103,3 +104,35 @@ def test_too_many_guesses_is_a_params_error(trained, tiny_params):
         write_params(trained / "params.yaml", TINY_PARAMS)
     assert proc.returncode == 2 and "extract.audit: 12 guesses but only 8 audit canaries" in proc.stderr
     assert not (trained / "reports/extract/nonprivate_bad.json").exists()
+
+
+def test_membership_is_not_confounded_by_inserted_canaries(trained, tiny_params):
+    """Members come from the training text before canary insertion: planting many canary lines in the
+    training text the model was verified against leaves the membership block exactly unchanged."""
+    from pathlib import Path
+
+    from canaryaudit.config import parse_params
+    from canaryaudit.extraction.pipeline import AuditedModel, membership_inference, run_extraction
+    from canaryaudit.training.models import load_model_folder
+    from canaryaudit.training.tokenizers import load_tokenizer
+
+    params = parse_params(tiny_params).extract
+    model, _ = load_model_folder(Path(trained / "models/nonprivate"))
+    audited = AuditedModel(model, load_tokenizer(Path(trained / "models/nonprivate")), "cpu")
+    sanitized = [r["text"] for r in read_jsonl(trained / "data/sanitized/train.jsonl")]
+    test = [r["text"] for r in read_jsonl(trained / "data/sanitized/test.jsonl")]
+    canary_lines = [c["text"] for c in read_jsonl(trained / "data/canaries/canaries.jsonl") if c["included"]]
+    planted = [text + "\n" + "\n".join(canary_lines * 3) for text in sanitized]  # canaries in every document
+
+    def membership(train_texts):
+        report, _, _ = run_extraction(audited, params, variant="nonprivate", reference_variant=None,
+                                      train_texts=train_texts, test_texts=test, member_texts=sanitized,
+                                      canaries=[], train_report={})
+        return report["membership"]
+
+    assert membership(planted) == membership(sanitized)
+    # the confound it removes: members drawn from the planted text score differently
+    names = ["perplexity"]
+    confounded, _ = membership_inference(audited, names, planted, test, params)
+    clean, _ = membership_inference(audited, names, sanitized, test, params)
+    assert confounded["metrics"]["perplexity"]["auc"] != clean["metrics"]["perplexity"]["auc"]

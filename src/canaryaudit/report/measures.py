@@ -62,7 +62,9 @@ def mean_exposure(exposure: Mapping[str, Any] | None, insertions: int, estimator
 
 
 def extracted_canaries(exposure: Mapping[str, Any] | None) -> int | None:
-    """Inserted canaries the shortest-path search returned first (Secret Sharer 8.1)."""
+    """Inserted canaries extracted: among the top K fillings the shortest-path search (Secret Sharer 8.1)
+    returns for their format (K: ``exposure.extraction.top_k``, by default the format's canaries in the
+    training data; see the exposure report's ``extraction_definition``)."""
     if not exposure:
         return None
     value = exposure.get("extracted")
