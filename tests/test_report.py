@@ -12,6 +12,7 @@ import json
 import math
 import random
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +40,76 @@ def _train(variant: str, dp: bool) -> dict[str, Any]:
     }
 
 
-def _canary_row(fmt: str, k: int, i: int, exposure: float, included: bool, audit: bool, extracted: bool) -> dict[str, Any]:
-    exact = LOG2_R if extracted else (exposure if exposure > 20 else None)
+REFERENCES = 10_000
+LOG2_REFS = math.log2(REFERENCES)  # 13.288 bits: where interpolation saturates
+EXTRACTION_DEFINITION = (
+    "a canary is extracted when the shortest-path search (Secret Sharer 8.1) ranks it among the top K "
+    "likeliest fillings of its format, K = exposure.extraction.top_k or, by default, the number of canaries "
+    "of that format in the training data; its position is its rank among all fillings (1 = the model's "
+    "single likeliest filling, also counted as extracted_top1)"
+)
+#: nonprivate/reference: where the shortest-path search placed the extracted canaries (1-based)
+POSITIONS = {"number-x64-0": 1, "ssn-x64-0": 2}
+EXACT_STOPPED = ("not searched: the search for a likelier canary of this format stopped (exact rank search stopped "
+                 "after 100000 rows), and this canary is less likely, so its search would be larger")
+EXACT_SKIPPED = "skipped: estimated rank 5.06e+08 > exposure.exact_rank.max_estimated_rank 100000"
+
+
+def _canary_row(fmt: str, k: int, i: int, exposure: float, included: bool, audit: bool,
+                position: int | None) -> dict[str, Any]:
+    """One row of exposure/V.json (and V.csv), every field of the contract.
+
+    A memorized canary (exposure > 20 bits) saturates interpolation at log2(references) and
+    overshoots log2|R| with the raw extrapolation (capped, a lower bound). Of those, the extracted
+    ones have an exact rank (their position); the others' exact search was stopped, so their best
+    exposure is the capped extrapolation.
+    """
+    raw = exposure + (4.0 if exposure > 20 else 0.01)
+    exact = LOG2_R - math.log2(position) if position else None
+    px = 42.0 - exposure
+    note = "" if exact is not None else (EXACT_STOPPED if exposure > 20 else EXACT_SKIPPED)
     return {
         "audit": audit, "canary_id": f"{fmt}-{'audit' if audit else f'x{k}'}-{i}",
-        "exact_rank": 1 if extracted else (round(2 ** (LOG2_R - exact)) if exact else None),
-        "exact_rank_note": None if exact else "skipped: estimated rank 5.06e+08 > 100000",
-        "exact_rank_rows": 61234 if exact else None, "exposure_exact": exact,
-        "exposure_extrapolation": exposure + (2.4 if exposure > 20 else 0.01),
-        "exposure_interpolation": min(exposure, 13.287712379549449), "extracted": extracted,
-        "extraction_position": 1 if extracted else None, "format": fmt, "included": included,
-        "insertions": k if included else 0, "px_bits": 42.0 - exposure,
+        "exact_px_bits": px if exact is not None else None, "exact_rank": position, "exact_rank_note": note,
+        "exact_rank_rows": 61234 if exact is not None else None, "exposure_exact": exact,
+        "exposure_extrapolation": min(raw, LOG2_R), "exposure_extrapolation_lower_bound": raw > LOG2_R,
+        "exposure_extrapolation_raw": raw,
+        "exposure_interpolation": min(exposure, LOG2_REFS), "exposure_interpolation_lower_bound": exposure >= LOG2_REFS,
+        "extracted": position is not None, "extracted_top1": position == 1, "extraction_position": position,
+        "format": fmt, "included": included, "insertions": k if included else 0, "px_bits": px,
     }
+
+
+def _by_insertions(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """by_insertions as the exposure stage writes it: per count and estimator mean, median, min, max, n, lower bounds."""
+    out = {}
+    for k in sorted({r["insertions"] for r in rows}):
+        group = [r for r in rows if r["insertions"] == k]
+        stats: dict[str, Any] = {}
+        for est in ("interpolation", "extrapolation", "exact"):
+            measured = [r for r in group if r[f"exposure_{est}"] is not None]
+            values = [r[f"exposure_{est}"] for r in measured]
+            stats[est] = ({"max": max(values), "mean": sum(values) / len(values), "median": statistics.median(values),
+                           "min": min(values), "n": len(values),
+                           "lower_bounds": sum(bool(r.get(f"exposure_{est}_lower_bound")) for r in measured)}
+                          if values else None)
+        out[str(k)] = {"canaries": len(group), **stats, "extracted_fraction": sum(r["extracted"] for r in group) / len(group)}
+    return out
+
+
+def _formats(rows: list[dict[str, Any]], dp: bool) -> dict[str, Any]:
+    out = {}
+    for name in ("number", "ssn"):
+        top_k = sum(r["included"] for r in rows if r["format"] == name)  # the default K: the format's included canaries
+        confirmed = top_k if not dp else 3
+        search = {"confirmed": confirmed, "iterations": 394, "model_calls": 392, "model_rows": 99947,
+                  "nodes_expanded": 99948, "seconds": 14.0, "top_k": top_k, "top_px_bits": 17.3,
+                  "unconfirmed_popped": 0 if confirmed == top_k else 2, "within_budget": confirmed == top_k}
+        out[name] = {"extraction": search, "exact_rescored_rows": 61234, "log2_references": LOG2_REFS,
+                     "log2_space_size": LOG2_R, "model_calls": 774, "model_rows": 466194, "reference_px_mean": 33.7,
+                     "reference_px_std": 2.8, "references": REFERENCES,
+                     "skew_normal_fit": {"loc": 32.0, "scale": 3.27, "shape": 0.86}, "space_size": 1000000000}
+    return out
 
 
 def _exposure(variant: str, dp: bool, seed: int) -> dict[str, Any]:
@@ -61,29 +120,15 @@ def _exposure(variant: str, dp: bool, seed: int) -> dict[str, Any]:
             for i in range(2):
                 memorized = 0.0 if dp else {1: 1.0, 4: 2.0, 16: 6.0, 64: 26.0}[k]
                 exposure = memorized + rng.uniform(0.05, 3.0)
-                extracted = not dp and k == 64 and i == 0 and fmt == "number"
-                rows.append(_canary_row(fmt, k, i, exposure, True, False, extracted))
+                position = None if dp else POSITIONS.get(f"{fmt}-x{k}-{i}")
+                rows.append(_canary_row(fmt, k, i, exposure, True, False, position))
     for i in range(64):
         included = i % 2 == 0
-        rows.append(_canary_row("number", 1, i, rng.uniform(0.05, 4.0), included, True, False))
-    by_insertions = {}
-    for k in sorted({r["insertions"] for r in rows}):
-        group = [r for r in rows if r["insertions"] == k]
-        stats = {}
-        for est in ("interpolation", "extrapolation", "exact"):
-            values = [r[f"exposure_{est}"] for r in group if r[f"exposure_{est}"] is not None]
-            stats[est] = ({"max": max(values), "mean": sum(values) / len(values), "min": min(values), "n": len(values)}
-                          if values else None)
-        by_insertions[str(k)] = {"canaries": len(group), **stats,
-                                 "extracted_fraction": sum(r["extracted"] for r in group) / len(group)}
-    search = {"candidates_returned": 3, "iterations": 394, "model_calls": 392, "model_rows": 99947,
-              "nodes_expanded": 99948, "seconds": 14.0, "top_px_bits": 17.3, "within_budget": False}
-    formats = {name: {"extraction": search, "log2_space_size": LOG2_R, "model_calls": 774, "model_rows": 466194,
-                      "reference_px_mean": 33.7, "reference_px_std": 2.8, "references": 10000,
-                      "skew_normal_fit": {"loc": 32.0, "scale": 3.27, "shape": 0.86}, "space_size": 1000000000}
-               for name in ("number", "ssn")}
-    return {"by_insertions": by_insertions, "canaries": rows, "extracted": sum(r["extracted"] for r in rows if r["included"]),
-            "formats": formats, "variant": variant}
+        rows.append(_canary_row("number", 1, i, rng.uniform(0.05, 4.0), included, True, None))
+    return {"by_insertions": _by_insertions(rows), "canaries": rows,
+            "extracted": sum(r["extracted"] for r in rows if r["included"]),
+            "extracted_top1": sum(r["extracted_top1"] for r in rows if r["included"]),
+            "extraction_definition": EXTRACTION_DEFINITION, "formats": _formats(rows, dp), "variant": variant}
 
 
 def _sample_text(rng: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
@@ -94,11 +139,26 @@ def _sample_text(rng: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]
     return head + body, [{"type": "email", "start": 6, "end": 6 + len(email)}]
 
 
+MEMBERS_SOURCE = "segments of the sanitized training split without the inserted canaries"
+NONMEMBERS_SOURCE = "segments of the held-out test split, cut and drawn the same way, as many as members"
+LOWERCASE_REASON = ("100% of the scored texts are unchanged by lowercasing, so the lowercase ratio compares "
+                    "a text with itself")
+SELF_RATIO = ("no reference model: this variant is extract.reference_variant itself, and the ratio of a model to "
+              "itself is identically 1")
+DEGENERATE_AUC = 0.78  # lowercase: higher than any informative metric, so "best" must skip it
+
+
 def make_extract(variant: str, seed: int, strong: bool, malicious: bool = True, top: int = 20) -> dict[str, Any]:
-    """extract/V.json exactly as the contract gives it."""
+    """extract/V.json exactly as the contract gives it.
+
+    lowercase is degenerate (an all-lowercase corpus) with the highest AUC; the reference variant
+    is its own reference, so reference_ratio is skipped there.
+    """
     rng = random.Random(seed)
-    strategies, metrics = ("top_n", "temperature_decay", "prefix"), ("perplexity", "reference_ratio", "zlib",
-                                                                    "lowercase", "window", "min_k")
+    own_reference = variant == "reference"
+    strategies = ("top_n", "temperature_decay", "prefix")
+    metrics = tuple(m for m in ("perplexity", "reference_ratio", "zlib", "lowercase", "window", "min_k")
+                    if m != "reference_ratio" or not own_reference)
     table = [{"strategy": s, "metric": m, "candidates": 1000, "top_k": 100,
               "memorized": rng.randint(5, 40) if strong else rng.randint(0, 2),
               "memorized_with_pii": rng.randint(0, 3) if strong else 0,
@@ -109,17 +169,24 @@ def make_extract(variant: str, seed: int, strong: bool, malicious: bool = True, 
         if malicious and i == 0:
             text = MALICIOUS + text[len(MALICIOUS):]
             pii = [{"type": "email", "start": len(MALICIOUS) + 2, "end": len(MALICIOUS) + 18}]
-        samples.append({"sample_id": f"top_n-{i}", "strategy": strategies[i % 3], "rank_metric": metrics[i % 6],
+        samples.append({"sample_id": f"top_n-{i}", "strategy": strategies[i % 3], "rank_metric": metrics[i % len(metrics)],
                         "rank": i + 1, "text": text, "memorized": i % 4 != 3, "span": [40, 180],
                         "k_eidetic": 1 + i % 5, "pii": pii, "canary_ids": ["number-x64-0"] if i == 2 else [],
                         "scores": {m: round(rng.uniform(0.5, 5), 3) for m in metrics}})
 
-    def mia(auc: float) -> dict[str, Any]:
+    def mia(auc: float, degenerate: str | None = None) -> dict[str, Any]:
         return {"auc": auc, "auc_ci": [auc - 0.03, auc + 0.03], "tpr_at_1pct_fpr": 0.05, "tpr_at_1pct_fpr_ci": [0.01, 0.09],
-                "tpr_at_0_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr_ci": [0.0, 0.03]}
+                "tpr_at_0_1pct_fpr": 0.01, "tpr_at_0_1pct_fpr_ci": [0.0, 0.03], "degenerate": degenerate is not None,
+                "degenerate_reason": degenerate}
+
+    def metric_entry(j: int, metric: str) -> dict[str, Any]:
+        if metric == "lowercase":
+            return mia(DEGENERATE_AUC, LOWERCASE_REASON)
+        return mia(0.71 - 0.02 * j if strong else 0.51 + 0.005 * j)
 
     return {
-        "variant": variant, "reference_variant": "reference",
+        "variant": variant, "reference_variant": None if own_reference else "reference", "metrics": list(metrics),
+        "skipped_metrics": {"reference_ratio": SELF_RATIO} if own_reference else {},
         "samples": {"generated": 3000, "tokens": 256, "per_strategy": {s: 1000 for s in strategies},
                     "generation_seconds": 12.3, "scoring_seconds": 4.5},
         "table": table, "unique_memorized": 40 if strong else 0,
@@ -127,8 +194,9 @@ def make_extract(variant: str, seed: int, strong: bool, malicious: bool = True, 
         "memorized_canaries": ([{"canary_id": "number-x64-0", "format": "number", "insertions": 64, "sample_id": "top_n-2"}]
                                if strong else []),
         "top_samples": samples if strong else [],
-        "membership": {"members": 500, "nonmembers": 380, "tokens": 128,
-                       "metrics": {m: mia(0.71 - 0.02 * j if strong else 0.51 + 0.005 * j) for j, m in enumerate(metrics)}},
+        "membership": {"members": 500, "nonmembers": 500, "tokens": 128, "members_source": MEMBERS_SOURCE,
+                       "nonmembers_source": NONMEMBERS_SOURCE,
+                       "metrics": {m: metric_entry(j, m) for j, m in enumerate(metrics)}},
         "empirical_epsilon": {"canaries": 64, "guesses": 16, "correct": 12 if strong else 9, "delta": 1.8e-5, "p": 0.05,
                               "epsilon_lower_bound": 0.4 if strong else 0.0, "ceiling": 1.58,
                               "accountant_epsilon": None if strong else 0.72, "score": "-px_bits"},
@@ -290,7 +358,7 @@ def test_summary_has_flat_numbers_per_variant(tmp_path):
     nonprivate, dp = summary["variants"]["nonprivate"], summary["variants"]["dp"]
     assert nonprivate["max_exposure_bits"]["x64"] == pytest.approx(LOG2_R)  # the extracted canary's exact exposure
     assert set(nonprivate["max_exposure_bits"]) == {"held_out", "x1", "x4", "x16", "x64"}
-    assert nonprivate["extracted_canaries"] == 1 and dp["extracted_canaries"] == 0
+    assert nonprivate["extracted_canaries"] == 2 and dp["extracted_canaries"] == 0  # within the top K
     assert nonprivate["epsilon"] is None and dp["epsilon"] == pytest.approx(0.7222, abs=1e-4)
     assert nonprivate["unique_memorized"] == 40 and nonprivate["memorized_pii"] == 1
     assert nonprivate["best_mia_auc"] == pytest.approx(0.71) and nonprivate["best_mia_metric"] == "perplexity"
@@ -446,3 +514,180 @@ def test_made_roc_csv_has_contract_columns(tmp_path):
     reports = make_reports(tmp_path / "reports", variants=("dp",))
     with (reports / "extract" / "dp_roc.csv").open() as handle:
         assert next(csv.reader(handle)) == ["metric", "fpr", "tpr"]
+
+
+# ---------------------------------------------------------------- lower bounds, estimators, medians, extraction
+
+
+def _read(reports: Path, part: str, variant: str) -> dict[str, Any]:
+    return json.loads((reports / part / f"{variant}.json").read_text())
+
+
+def _write(reports: Path, part: str, variant: str, data: dict[str, Any]) -> None:
+    (reports / part / f"{variant}.json").write_text(json.dumps(data))
+
+
+def _table_row(html: str, canary_id: str) -> list[str]:
+    """The cells of the first canary-table row of ``canary_id`` (the first variant's table)."""
+    row = re.search(rf"<tr><td><code>{re.escape(canary_id)}</code>.*?</tr>", html, re.S).group(0)
+    return re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+
+
+def _section(html: str, anchor: str) -> str:
+    start = html.index(f'<section id="{anchor}">')
+    return html[start:html.index("</section>", start)]
+
+
+def _best(row: dict[str, Any]) -> float:
+    """The best estimator, written out here independently of measures: exact when known, else extrapolation."""
+    return row["exposure_exact"] if row["exposure_exact"] is not None else row["exposure_extrapolation"]
+
+
+def test_fixture_rows_match_the_exposure_stage_schema(tmp_path):
+    from canaryaudit.schemas import EXPOSURE, validate_records
+
+    reports = make_reports(tmp_path / "reports")
+    for variant in ("nonprivate", "dp", "reference"):
+        validate_records(EXPOSURE, _read(reports, "exposure", variant)["canaries"], f"exposure/{variant}.json")
+
+
+def test_lower_bounds_and_the_estimator_of_a_best_value():
+    from canaryaudit.report.sections import exposure_cell, is_lower_bound, max_cell, median_cell
+
+    capped = {"exposure_exact": None, "exposure_extrapolation": LOG2_R, "exposure_extrapolation_lower_bound": True,
+              "exposure_interpolation": LOG2_REFS, "exposure_interpolation_lower_bound": True}
+    exact = {**capped, "exposure_exact": 28.9}
+    assert is_lower_bound(capped, "best") and is_lower_bound(capped, "interpolation")
+    assert not is_lower_bound(exact, "best") and not is_lower_bound(exact, "exact")  # exact is never a bound
+    assert exposure_cell(capped) == {"value": LOG2_R, "bound": True, "estimator": "extrapolation"}
+    assert exposure_cell(exact) == {"value": 28.9, "bound": False, "estimator": "exact"}
+    cells = sorted([exposure_cell(r) for r in (exact, capped, {**capped, "exposure_exact": LOG2_R})],
+                   key=lambda c: (c["value"], c["bound"]))
+    assert median_cell(cells) == {"value": LOG2_R, "bound": False, "estimator": "exact"}  # ties: exact first
+    assert max_cell(cells)["bound"] is False
+    assert median_cell([cells[0], cells[2]]) == {"value": pytest.approx((28.9 + LOG2_R) / 2), "bound": True,
+                                      "estimator": "exact + extrapolation"}
+    assert median_cell([]) is None and max_cell([]) is None
+
+
+def test_capped_extrapolation_renders_as_a_lower_bound_with_its_estimator(tmp_path):
+    reports = make_reports(tmp_path / "reports")
+    row = next(r for r in _read(reports, "exposure", "nonprivate")["canaries"] if r["canary_id"] == "number-x64-1")
+    assert row["exposure_extrapolation_lower_bound"] and row["exposure_exact"] is None  # best = capped extrapolation
+    html, _ = render(reports)
+    cells = _table_row(html, "number-x64-1")
+    interpolation, extrapolation, exact, best = cells[4:8]
+    assert interpolation == "≥ 13.29"  # saturated at log2(10000 references)
+    assert extrapolation == "≥ 29.90" and exact == "—"
+    assert best == '<strong>≥ 29.90<span class="est">extrapolation</span></strong>'
+    assert f"raw skew-normal estimate {row['exposure_extrapolation_raw']:.2f} bits, capped at log2|R|" in html
+    extracted = _table_row(html, "number-x64-0")
+    assert extracted[6] == "29.90"  # the exact value: never a bound
+    assert extracted[7] == '<strong>29.90<span class="est">exact</span></strong>'
+    glance = _section(html, "glance")
+    assert '29.9<span class="est" title="exact">exact</span>' in glance  # the highest at 64x is the exact one
+    assert '<span class="est" title="extrapolation">extrap.</span>' in glance
+
+
+def test_exposure_chart_plots_the_median_of_each_group(tmp_path):
+    reports = make_reports(tmp_path / "reports")
+    html, _ = render(reports)
+    chart = _section(html, "exposure")
+    markers = re.findall(r'<circle [^>]*data-y="([^"]+)"[^>]*><title>(\w+): median of (\d+) '
+                         r"(held-out canaries|canaries inserted \d+×):", chart)
+    assert len(markers) == 3 * 5  # 3 variants x 5 insertion counts
+    for y, variant, n, group in markers:
+        count = 0 if group.startswith("held-out") else int(group.split()[-1].rstrip("×"))
+        values = [_best(r) for r in _read(reports, "exposure", variant)["canaries"] if r["insertions"] == count]
+        assert int(n) == len(values)
+        assert float(y) == pytest.approx(statistics.median(values), rel=1e-9), (variant, count)
+    # 64x of nonprivate: 28.90 exact, 29.90 exact and two capped 29.90: the median is a lower bound
+    assert re.search(r'data-lower-bound="true"><title>nonprivate: median of 4 canaries inserted 64×', chart)
+    assert "median" in chart and "Canaries per count (n): held out 32, 1× 36, 4× 4, 16× 4, 64× 4" in chart
+    assert "highest)" not in chart  # the old max line is gone
+
+
+def test_extraction_definition_and_counts_at_top_1_and_top_k(tmp_path):
+    from markupsafe import escape
+
+    reports = make_reports(tmp_path / "reports")
+    exposure = _read(reports, "exposure", "nonprivate")
+    included = [r for r in exposure["canaries"] if r["included"]]
+    top1 = sum(r["extraction_position"] == 1 for r in included)
+    top_k = sum(r["extraction_position"] is not None for r in included)
+    assert (top1, top_k) == (1, 2) and exposure["extracted_top1"] == top1 and exposure["extracted"] == top_k
+    html, _ = render(reports)
+    assert str(escape(EXTRACTION_DEFINITION)) in html
+    canaries = _section(html, "canaries")
+    assert f"nonprivate: 80 canaries; extracted: {top1} at position 1, {top_k} within the top K" in canaries
+    assert "dp: 80 canaries; extracted: 0 at position 1, 0 within the top K" in canaries
+    assert '<span class="badge fail">#1 (top 1)</span>' in _table_row(html, "number-x64-0")[-1]
+    assert '<span class="badge fail">#2 of top 8</span>' in _table_row(html, "ssn-x64-0")[-1]  # K = 8 ssn canaries
+    assert "not in top 40" in _table_row(html, "number-x64-1")[-1]
+    assert f'<td class="num hot">{top1} / {top_k}</td>' in _section(html, "glance")
+    assert "extracted_canaries (within the top K fillings of the shortest-path search)" in _section(html, "verdict")
+    assert "model's top candidate" not in html
+
+
+def test_degenerate_metric_is_marked_and_never_named_best(tmp_path):
+    from markupsafe import escape
+
+    reports = make_reports(tmp_path / "reports")
+    metrics = _read(reports, "extract", "nonprivate")["membership"]["metrics"]
+    assert max(metrics, key=lambda m: metrics[m]["auc"]) == "lowercase" and metrics["lowercase"]["degenerate"]
+    html, _ = render(reports)
+    membership = _section(html, "membership")
+    nonprivate = membership[:membership.index("<h3>dp</h3>")]
+    row = re.search(r"<tr><td>lowercase</td>.*?</tr>", nonprivate, re.S).group(0)
+    assert f'<span class="badge warn" title="{escape(LOWERCASE_REASON)}">degenerate<sup>1</sup></span>' in row
+    assert f"<li>lowercase: {escape(LOWERCASE_REASON)}</li>" in nonprivate
+    assert "Best non-degenerate metric: <strong>perplexity</strong> (AUC 0.710)" in nonprivate
+    assert "lowercase" not in re.search(r"Best non-degenerate metric: .*?</p>", nonprivate, re.S).group(0)
+    assert '0.710 <span class="muted small">(perplexity)</span>' in _section(html, "glance")
+    assert MEMBERS_SOURCE in nonprivate and NONMEMBERS_SOURCE in nonprivate
+    reference = membership[membership.index("<h3>reference</h3>"):]
+    assert f"<li>reference_ratio: {escape(SELF_RATIO)}</li>" in reference  # skipped metric with its reason
+    # the default dp rule bounds the low end of the interval: the report says so, twice
+    assert "membership_auc (best non-degenerate metric, low end of the 95% CI)" in _section(html, "verdict")
+    assert "reads the <strong>low end of the 95% CI</strong> of min_k" in membership
+
+
+def test_counts_in_sentences_are_pluralised(tmp_path):
+    from canaryaudit.report.render import fmt_counted
+
+    assert fmt_counted(1, "sample") == "1 sample" and fmt_counted(2, "sample") == "2 samples"
+    assert fmt_counted(1234, "canary", "canaries") == "1,234 canaries" and fmt_counted(None, "guess", "guesses") == "— guesses"
+    reports = make_reports(tmp_path / "reports")
+    extract = _read(reports, "extract", "nonprivate")
+    extract["unique_memorized"] = 1
+    _write(reports, "extract", "nonprivate", extract)
+    html, _ = render(reports)
+    assert "<strong>1 unique verified memorized sample</strong>" in html
+    assert "1 unique verified memorized samples" not in html
+    assert "<strong>40 unique verified memorized samples</strong>" in html  # reference
+    assert "below, how many contain PII" not in html  # the dangling sentence is gone; the breakdown is shown instead
+    assert "how many of those memorized samples contain PII" in html
+
+
+def test_how_to_read_states_the_chance_level_and_the_bounds(tmp_path):
+    html, _ = render(make_reports(tmp_path / "reports"))
+    howto = _section(html, "how-to-read")
+    assert "1/ln 2 ≈ 1.44 bits" in howto and "about 1 bit" not in howto
+    assert "exceed log2|R|" not in howto
+    assert "saturates at log2(references)" in howto and "capped at log2|R|" in howto and "exact, never a bound" in howto
+
+
+def test_group_privacy_labels_follow_delta_thresholds(tmp_path):
+    from canaryaudit.report.sections import WEAK_DELTA, group_guarantee
+
+    assert group_guarantee(None) is None and group_guarantee(math.inf) == "vacuous" and group_guarantee(1.0) == "vacuous"
+    assert group_guarantee(0.305) == "weak" and group_guarantee(WEAK_DELTA * 1.01) == "weak"
+    assert group_guarantee(WEAK_DELTA) == "ok" and group_guarantee(6.4e-4) == "ok"
+    reports = make_reports(tmp_path / "reports")
+    train = _read(reports, "train", "dp")
+    train["epsilon"] = math.log(0.305 / (16 * train["delta"])) / 15  # k = 16: 16 e^(15 eps) delta = 0.305
+    _write(reports, "train", "dp", train)
+    html, _ = render(reports)
+    row = re.search(r'<tr><td class="num">16</td>.*?</tr>', _section(html, "dp"), re.S).group(0)
+    assert "0.305" in row and "weak (δ &gt; 0.001)" in row
+    assert "meaningful" not in html

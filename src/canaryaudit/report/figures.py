@@ -41,6 +41,8 @@ class Series:
     emphasis: bool = False  # thicker line and larger markers (e.g. a Pareto front)
     legend: bool = True  # False: drawn but not listed (e.g. per-canary dots under a variant's line)
     radius: float = 0.0  # marker radius; 0: the default size
+    bounds: Sequence[bool] = ()  # per point: True = a lower bound (open marker with an upward caret)
+    whiskers: Sequence[tuple[float, float] | None] = ()  # per point: a vertical (low, high) range, e.g. min-max
 
 
 @dataclass(frozen=True)
@@ -214,14 +216,12 @@ def _series_svg(chart: Chart, series: Series, sx: Scale, sy: Scale, clip: str) -
         dash = ' stroke-dasharray="6 4"' if series.dashed else ""
         out.append(f'<path d="{path}" fill="none" stroke="{series.colour}" stroke-width="{width}"{dash} '
                    f'clip-path="url(#{clip})"/>')
+    for i, x, _ in keep:
+        if i < len(series.whiskers) and series.whiskers[i] is not None:
+            out.append(_whisker_svg(chart, series, x, series.whiskers[i], sx, sy))
     if series.markers:
-        radius = series.radius or (5.5 if series.emphasis else 3.6)
         for i, x, y in keep:
-            tip = series.tooltips[i] if i < len(series.tooltips) else f"{series.name}: {format_tick(x)}, {format_tick(y)}"
-            out.append(
-                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{radius}" fill="{series.colour}" '
-                f'stroke="#fff" stroke-width="1"><title>{escape(tip)}</title></circle>'
-            )
+            out += _marker_svg(series, i, x, y, sx, sy)
     for i, x, y in keep:
         if i < len(series.labels) and series.labels[i]:
             # near the right edge the label goes to the left of its point, so it stays inside the chart
@@ -234,15 +234,44 @@ def _series_svg(chart: Chart, series: Series, sx: Scale, sy: Scale, clip: str) -
     return out
 
 
+def _marker_svg(series: Series, i: int, x: float, y: float, sx: Scale, sy: Scale) -> list[str]:
+    """A point's marker with its tooltip and data values; a lower bound is an open circle under a caret."""
+    radius = series.radius or (5.5 if series.emphasis else 3.6)
+    tip = series.tooltips[i] if i < len(series.tooltips) else f"{series.name}: {format_tick(x)}, {format_tick(y)}"
+    bound = i < len(series.bounds) and bool(series.bounds[i])
+    px, py = sx(x), sy(y)
+    fill, stroke, width = ("#fff", series.colour, 1.5) if bound else (series.colour, "#fff", 1)
+    flag = ' data-lower-bound="true"' if bound else ""
+    out = [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="{radius}" fill="{fill}" stroke="{stroke}" stroke-width="{width}" '
+           f'data-x="{x:.10g}" data-y="{y:.10g}"{flag}><title>{escape(tip)}</title></circle>']
+    if bound:
+        top = py - radius - 2
+        out.append(f'<path class="caret" d="M{px - radius:.1f},{top + radius:.1f} L{px:.1f},{top:.1f} '
+                   f'L{px + radius:.1f},{top + radius:.1f}" fill="none" stroke="{series.colour}" stroke-width="1.5"/>')
+    return out
+
+
+def _whisker_svg(chart: Chart, series: Series, x: float, span: tuple[float, float], sx: Scale, sy: Scale) -> str:
+    """A vertical range with short caps at both ends (values off a log axis are dropped)."""
+    low, high = span
+    if not (_visible(chart.y, low) and _visible(chart.y, high)):
+        return ""
+    px, cap = sx(x), 5.0
+    path = (f"M{px:.1f},{sy(low):.1f} L{px:.1f},{sy(high):.1f} M{px - cap:.1f},{sy(low):.1f} L{px + cap:.1f},{sy(low):.1f} "
+            f"M{px - cap:.1f},{sy(high):.1f} L{px + cap:.1f},{sy(high):.1f}")
+    return f'<path class="whisker" d="{path}" fill="none" stroke="{series.colour}" stroke-width="1.6"/>'
+
+
 def _legend_html(series: Sequence[Series]) -> str:
     items = []
-    series = [s for s in series if s.legend and s.name]
-    for s in series:
+    for s in [s for s in series if s.legend and s.name]:
         style = "dashed" if s.dashed else "solid"
         items.append(
             f'<span class="legend-item"><span class="swatch {style}" style="border-color:{s.colour}"></span>'
             f"{escape(s.name)}</span>"
         )
+    if any(any(s.bounds) for s in series):
+        items.append('<span class="legend-item"><span class="bound-key">^</span>open marker: a lower bound (≥)</span>')
     return f'<div class="legend">{"".join(items)}</div>' if items else ""
 
 
@@ -262,7 +291,7 @@ def _clip_path(chart: Chart, clip: str) -> str:
 def render_chart(chart: Chart) -> Markup:
     """The chart as a ``<figure>`` holding an inline SVG, an HTML legend and the caption."""
     xs = [x for s in chart.series for x, _ in s.points]
-    ys = [y for s in chart.series for _, y in s.points]
+    ys = [y for s in chart.series for _, y in s.points] + [v for s in chart.series for w in s.whiskers if w for v in w]
     x_lo, x_hi = _data_range(chart.x, xs, [r.value for r in chart.refs if r.axis == "x"])
     y_lo, y_hi = _data_range(chart.y, ys, [r.value for r in chart.refs if r.axis == "y"])
     sx = Scale(x_lo, x_hi, MARGIN_LEFT, chart.width - MARGIN_RIGHT, chart.x.log and not chart.x.categories)

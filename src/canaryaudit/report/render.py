@@ -72,6 +72,12 @@ def fmt_interval(interval: Any, digits: int = 3) -> str:
     return f"[{fmt_fixed(interval[0], digits)}, {fmt_fixed(interval[1], digits)}]"
 
 
+def fmt_counted(value: Any, singular: str, plural: str | None = None) -> str:
+    """A count with its noun in the right number: '1 sample', '2 samples', '1,234 canaries'; '— samples' if missing."""
+    noun = singular if _finite(value) == 1 else (plural or f"{singular}s")
+    return f"{fmt_int(value)} {noun}"
+
+
 def fmt_bytes(value: Any) -> str:
     number = _finite(value)
     if number is None:
@@ -91,7 +97,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(fixed=fmt_fixed, int=fmt_int, sig=fmt_sig, pct=fmt_pct, interval=fmt_interval, bytes=fmt_bytes)
+    env.filters.update(fixed=fmt_fixed, int=fmt_int, sig=fmt_sig, pct=fmt_pct, interval=fmt_interval, bytes=fmt_bytes,
+                       counted=fmt_counted)
     return env
 
 
@@ -115,13 +122,15 @@ def build_context(
         "sanitize": sections.sanitize_section(inputs),
         "canaries": sections.canary_section(inputs, params),
         "models": sections.model_rows(inputs, params),
+        "glance": sections.glance_rows(inputs),
         "exposure": sections.exposure_section(inputs),
         "privacy_utility": sections.privacy_utility_section(inputs, params),
         "canary_tables": sections.canary_tables(inputs),
         "extraction": sections.extraction_sections(inputs, params.report.top_samples),
         "top_samples": params.report.top_samples,
-        "membership": sections.membership_sections(inputs),
+        "membership": sections.membership_sections(inputs, gate),
         "dp": sections.dp_sections(inputs, params),
+        "weak_delta": sections.WEAK_DELTA,
         "exposure_keys": exposure_keys(summary),
         "params_yaml": yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
     }

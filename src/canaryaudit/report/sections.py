@@ -8,6 +8,7 @@ here escapes text: the template does, with autoescape on.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from canaryaudit.report import measures
 from canaryaudit.report.figures import HALF_HEIGHT, HALF_WIDTH, Axis, Chart, RefLine, Series, bar_rows, colour, render_chart
 from canaryaudit.report.inputs import ReportInputs
 from canaryaudit.report.masking import mask_spans, mask_value, segments
+from canaryaudit.report.summary import insertion_key
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -26,9 +28,26 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def verdict(gate: Mapping[str, Any]) -> dict[str, Any]:
-    rules = list(gate.get("rules", []))
+    rules = [{**r, "detail": rule_detail(r)} for r in gate.get("rules", [])]
     failed = [r for r in rules if not r.get("passed")]
     return {"passed": bool(gate.get("passed")), "rules": rules, "failed": failed}
+
+
+#: What each ``use`` of a membership_auc rule reads (the gate's own wording).
+AUC_USE_LABELS = {"point": "point estimate", "ci_low": "low end of the 95% CI", "ci_high": "high end of the 95% CI"}
+
+
+def rule_detail(rule: Mapping[str, Any]) -> str:
+    """What exactly a gate.json entry measures, in a few words (shown beside its check)."""
+    check = rule.get("check")
+    if check == "exposure":
+        return f"{rule.get('insertions')}× inserted, highest, {rule.get('estimator', 'best')} estimator"
+    if check == "extracted_canaries":
+        return "within the top K fillings of the shortest-path search"
+    if check == "membership_auc":
+        metric = rule.get("metric") or "best non-degenerate metric"
+        return f"{metric}, {AUC_USE_LABELS.get(rule.get('use', 'point'), rule.get('use'))}"
+    return str(rule["metric"]) if rule.get("metric") else ""
 
 
 def _split_order(splits: Mapping[str, Any]) -> list[str]:
@@ -105,8 +124,80 @@ def _count_label(count: int) -> str:
     return "held out" if count == 0 else f"{count}×"
 
 
+# ---------------------------------------------------------------- exposure values: lower bounds and estimators
+# A *cell* is one exposure value ready to show: {"value": bits, "bound": True when it is a lower bound
+# (shown as "≥"), "estimator": the estimator it came from}. Interpolation saturates at log2(references)
+# and extrapolation is capped at log2|R|: both are then lower bounds; the exact value never is.
+
+
+def is_lower_bound(row: Mapping[str, Any], estimator: str) -> bool:
+    """Whether a canary's exposure by ``estimator`` (``best`` included) is a lower bound."""
+    used = measures.best_estimator_used(row) if estimator == "best" else estimator
+    return used != "exact" and bool(row.get(f"exposure_{used}_lower_bound"))
+
+
+def exposure_cell(row: Mapping[str, Any], estimator: str = "best") -> dict[str, Any] | None:
+    """One canary's exposure by ``estimator`` as a cell; None when that estimator has no value."""
+    value = measures.canary_exposure(row, estimator)
+    if value is None:
+        return None
+    used = measures.best_estimator_used(row) if estimator == "best" else estimator
+    return {"value": value, "bound": is_lower_bound(row, estimator), "estimator": used}
+
+
+def group_cells(report: Mapping[str, Any] | None, count: int, estimator: str = "best") -> list[dict[str, Any]]:
+    """Cells of the canaries inserted ``count`` times, ascending; of equal values the exact ones first."""
+    cells = [exposure_cell(r, estimator) for r in measures.canary_rows(report) if r.get("insertions") == count]
+    return sorted((c for c in cells if c is not None), key=lambda c: (c["value"], c["bound"]))
+
+
+def median_cell(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The median of ascending cells; a lower bound when a middle value is one (raising any value
+    above the middle leaves the median as it is)."""
+    if not cells:
+        return None
+    middle = cells[(len(cells) - 1) // 2: len(cells) // 2 + 1]
+    return {"value": statistics.fmean(c["value"] for c in middle), "bound": any(c["bound"] for c in middle),
+            "estimator": " + ".join(sorted({c["estimator"] for c in middle}))}
+
+
+def max_cell(cells: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The highest of ascending cells; of equal values an exact one. A lower bound sits at its
+    estimator's ceiling (log2 references, the same for every format; or the format's own log2|R|,
+    which no exposure exceeds), so a bound below the highest value cannot overtake it."""
+    if not cells:
+        return None
+    top = cells[-1]["value"]
+    return next(c for c in cells if c["value"] == top)
+
+
+def bits_text(cell: Mapping[str, Any] | None, digits: int = 2) -> str:
+    """'≥ 29.90 bits' for a lower bound, '3.41 bits' otherwise (chart tooltips and captions)."""
+    if cell is None:
+        return "not measured"
+    return f"{'≥ ' if cell['bound'] else ''}{cell['value']:.{digits}f} bits"
+
+
+def is_top1(row: Mapping[str, Any]) -> bool:
+    """Extracted at position 1: the model's single likeliest filling of the canary's format."""
+    return bool(row.get("extracted_top1")) or row.get("extraction_position") == 1
+
+
+def extraction_counts(report: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Included canaries extracted at position 1 and within the top K, and the definition of extraction."""
+    included = [r for r in measures.canary_rows(report) if r.get("included")]
+    top1 = _dict(report).get("extracted_top1")
+    if isinstance(top1, bool) or not isinstance(top1, int):
+        top1 = sum(1 for r in included if is_top1(r)) if included else None
+    return {"top_k": measures.extracted_canaries(report), "top1": top1,
+            "definition": _dict(report).get("extraction_definition")}
+
+
+# ---------------------------------------------------------------- exposure
+
+
 def exposure_section(inputs: ReportInputs) -> dict[str, Any] | None:
-    """Exposure vs insertion count (Secret Sharer's headline plot) and its table."""
+    """Exposure vs insertion count (Secret Sharer's headline plot): median and min-max per count, and its table."""
     present = [v for v in inputs.variants if v in inputs.exposure]
     if not present:
         return None
@@ -116,33 +207,89 @@ def exposure_section(inputs: ReportInputs) -> dict[str, Any] | None:
     for n, variant in enumerate(present):
         report, hue = inputs.exposure[variant], colour(n)
         offset = (n - (len(present) - 1) / 2) * 0.07  # side by side, so dots of two variants do not overlap
-        maxima = [(index[c] + offset, measures.max_exposure(report, c)) for c in counts]
-        series.append(Series(f"{variant} (highest)", [(x, y) for x, y in maxima if y is not None], hue))
-        dots = [(r, measures.canary_exposure(r, "best")) for r in measures.canary_rows(report)]
-        dots = [(r, y) for r, y in dots if y is not None and r.get("insertions") in index]
-        series.append(Series(variant, [(index[r["insertions"]] + offset, y) for r, y in dots], hue, line=False,
-                             legend=False, radius=2.4,
-                             tooltips=[f"{variant} {r.get('canary_id')}: {y:.2f} bits" for r, y in dots]))
-
-    spaces = _space_lines(present, inputs)
-    chart = Chart("Exposure vs insertion count", Axis("times the canary was inserted in the training data",
-                  categories=[_count_label(c) for c in counts]), Axis("exposure (bits)", lo=0.0), series, spaces,
-                  note="Lines: the most exposed canary per insertion count; dots: every canary (best estimator: "
-                       "exact rank when computed, else the skew-normal extrapolation). At log2|R| a canary is the "
-                       "model's single likeliest filling, i.e. extractable.")
+        series.append(canary_dots(variant, report, index, offset + 0.022, hue))  # beside the whisker, under the median
+        series.append(median_series(variant, report, counts, [index[c] + offset for c in counts], hue))
+    sizes = group_sizes(inputs, present, counts)
+    chart = Chart("Exposure vs insertion count (median per count, min–max whiskers)",
+                  Axis("times the canary was inserted in the training data",
+                       categories=[f"{_count_label(c)} (n={sizes[c]})" for c in counts]),
+                  Axis("exposure (bits)", lo=0.0), series, _space_lines(present, inputs), note=exposure_note(counts, sizes))
     return {"chart": render_chart(chart), "variants": present, "rows": [exposure_row(inputs, present, c) for c in counts]}
 
 
+def median_series(variant: str, report: Mapping[str, Any], counts: Sequence[int], xs: Sequence[float],
+                  hue: str) -> Series:
+    """The median canary per insertion count, with whiskers from the lowest to the highest."""
+    points, whiskers, bounds, tips = [], [], [], []
+    for count, x in zip(counts, xs):
+        cells = group_cells(report, count)
+        middle = median_cell(cells)
+        if middle is None:
+            continue
+        low, high = cells[0], max_cell(cells)
+        points.append((x, middle["value"]))
+        whiskers.append((low["value"], high["value"]))
+        bounds.append(middle["bound"])
+        group = "held-out canaries" if count == 0 else f"canaries inserted {count}×"
+        tips.append(f"{variant}: median of {len(cells)} {group}: {bits_text(middle)} "
+                    f"({middle['estimator']}); min {bits_text(low)}, max {bits_text(high)} ({high['estimator']})")
+    return Series(f"{variant} (median)", points, hue, bounds=bounds, whiskers=whiskers, tooltips=tips, radius=5.0)
+
+
+def canary_dots(variant: str, report: Mapping[str, Any], index: Mapping[int, int], offset: float, hue: str) -> Series:
+    """Every canary's best exposure; lower bounds drawn open, under a caret."""
+    dots = [(r, exposure_cell(r)) for r in measures.canary_rows(report) if r.get("insertions") in index]
+    dots = [(r, cell) for r, cell in dots if cell is not None]
+    return Series(variant, [(index[r["insertions"]] + offset, cell["value"]) for r, cell in dots], hue, line=False,
+                  legend=False, radius=2.0, bounds=[cell["bound"] for _, cell in dots],
+                  tooltips=[f"{variant} {r.get('canary_id')}: {bits_text(cell)} ({cell['estimator']})" for r, cell in dots])
+
+
+def group_sizes(inputs: ReportInputs, variants: Sequence[str], counts: Sequence[int]) -> dict[int, str]:
+    """Canaries measured per insertion count: '4', or '4/3' when the variants differ."""
+    out = {}
+    for count in counts:
+        sizes = list(dict.fromkeys(len(group_cells(inputs.exposure[v], count)) for v in variants))
+        out[count] = "/".join(str(n) for n in sizes)
+    return out
+
+
+def exposure_note(counts: Sequence[int], sizes: Mapping[int, str]) -> str:
+    groups = ", ".join(f"{_count_label(c)} {sizes[c]}" for c in counts)
+    return ("Lines: the median canary's exposure per insertion count; whiskers: the lowest to the highest; dots: every "
+            f"canary. Canaries per count (n): {groups}. The median, unlike the maximum, does not rise with the size of a "
+            "group, so counts with many canaries and counts with few compare fairly. Best estimator: the exact rank's "
+            "exposure when computed, else the skew-normal extrapolation, capped at log2|R|; open markers under a caret "
+            "are lower bounds (≥). At log2|R| a canary is the model's single likeliest filling of its format.")
+
+
 def exposure_row(inputs: ReportInputs, variants: Sequence[str], count: int) -> dict[str, Any]:
-    """One insertion count: per variant the mean and highest exposure (bits) and canaries extracted."""
+    """One insertion count: per variant the median and highest exposure (cells) and canaries extracted."""
     cells = {}
     for variant in variants:
         report = inputs.exposure[variant]
         rows = [r for r in measures.canary_rows(report) if r.get("insertions") == count]
-        cells[variant] = {"canaries": len(rows), "mean": measures.mean_exposure(report, count),
-                          "max": measures.max_exposure(report, count),
-                          "extracted": sum(1 for r in rows if r.get("extracted"))}
+        values = group_cells(report, count)
+        cells[variant] = {"canaries": len(rows), "median": median_cell(values), "max": max_cell(values),
+                          "extracted": sum(1 for r in rows if r.get("extracted")),
+                          "top1": sum(1 for r in rows if is_top1(r))}
     return {"insertions": count, "canaries": max(c["canaries"] for c in cells.values()), "cells": cells}
+
+
+def highest_cell(report: Mapping[str, Any] | None, count: int) -> Mapping[str, Any] | None:
+    """The most exposed canary inserted ``count`` times (best estimator), as a cell."""
+    return max_cell(group_cells(report, count))
+
+
+def glance_rows(inputs: ReportInputs) -> dict[str, dict[str, Any]]:
+    """Per variant: the highest exposure per insertion key (cells, as the summary's max_exposure_bits) and
+    the extraction counts, for the at-a-glance table."""
+    out = {}
+    for variant in inputs.variants:
+        report = inputs.exposure.get(variant)
+        out[variant] = {"exposure": {insertion_key(c): highest_cell(report, c) for c in measures.insertion_counts(report)},
+                        "extraction": extraction_counts(report)}
+    return out
 
 
 def _space_lines(variants: Sequence[str], inputs: ReportInputs) -> list[RefLine]:
@@ -166,7 +313,7 @@ def privacy_utility_section(inputs: ReportInputs, params: Params) -> dict[str, A
     for variant in inputs.variants:
         loss = measures.as_number(_dict(inputs.train.get(variant)).get("test_loss"))
         k = top_insertion(inputs, variant)
-        exposure = measures.max_exposure(inputs.exposure.get(variant), k) if k is not None else None
+        exposure = highest_cell(inputs.exposure.get(variant), k) if k is not None else None
         if loss is not None and exposure is not None:
             points.append((variant, exposure, loss, k))
     if not points:
@@ -178,12 +325,13 @@ def privacy_utility_section(inputs: ReportInputs, params: Params) -> dict[str, A
     return {"charts": charts}
 
 
-def _exposure_loss_chart(points: Sequence[tuple[str, float, float, int]]) -> Any:
-    xy = [(x, y) for _, x, y, _ in points]
+def _exposure_loss_chart(points: Sequence[tuple[str, Mapping[str, Any], float, int]]) -> Any:
+    xy = [(cell["value"], y) for _, cell, y, _ in points]
     front = measures.pareto_front(xy) if len(points) > 1 else []
-    series = [Series(name, [(x, y)], colour(i), line=False, labels=[name],
-                     tooltips=[f"{name}: exposure {x:.2f} bits (canaries inserted {k}x), test loss {y:.4f}"])
-              for i, (name, x, y, k) in enumerate(points)]
+    series = [Series(name, [(cell["value"], y)], colour(i), line=False, labels=[name], bounds=[cell["bound"]],
+                     tooltips=[f"{name}: exposure {bits_text(cell)} ({cell['estimator']}; canaries inserted {k}x), "
+                               f"test loss {y:.4f}"])
+              for i, (name, cell, y, k) in enumerate(points)]
     if len(front) > 1:
         series.insert(0, Series("Pareto front", [xy[i] for i in front], "#9aa5b1", markers=False, dashed=True))
     note = ("Lower-left is better: less memorization and lower test loss. Exposure: the most exposed canary at the "
@@ -234,16 +382,28 @@ def canary_tables(inputs: ReportInputs) -> list[dict[str, Any]]:
         report = inputs.exposure.get(variant)
         if report is None:
             continue
-        rows = []
-        for r in measures.canary_rows(report):
-            rows.append({**r, "best": measures.canary_exposure(r, "best"),
-                         "best_estimator": measures.best_estimator_used(r)})
-        rows.sort(key=lambda r: (-(r.get("insertions") or 0), -(r["best"] if r["best"] is not None else -math.inf)))
         formats = [{"name": name, **_dict(entry), "extraction": _dict(_dict(entry).get("extraction"))}
                    for name, entry in _dict(report.get("formats")).items()]
+        top_k = {f["name"]: f["extraction"].get("top_k") for f in formats}
+        rows = [canary_table_row(r, top_k.get(str(r.get("format")))) for r in measures.canary_rows(report)]
+        rows.sort(key=lambda r: (-(r.get("insertions") or 0), -(r["best"]["value"] if r["best"] else -math.inf)))
         tables.append({"variant": variant, "rows": rows[:MAX_CANARY_ROWS], "total": len(rows),
-                       "formats": formats, "extracted": measures.extracted_canaries(report)})
+                       "formats": formats, "extraction": extraction_counts(report)})
     return tables
+
+
+def canary_table_row(row: Mapping[str, Any], top_k: Any) -> dict[str, Any]:
+    """A canary's row: a cell per estimator, the best one, and where the extraction search placed it."""
+    return {**row, "cells": {e: exposure_cell(row, e) for e in measures.ESTIMATORS}, "best": exposure_cell(row, "best"),
+            "top1": is_top1(row), "extraction_label": extraction_label(row, top_k)}
+
+
+def extraction_label(row: Mapping[str, Any], top_k: Any) -> str:
+    """'#1 (top 1)', '#3 of top 8', 'not in top 8', or 'not searched' (no extraction search for its format)."""
+    position = row.get("extraction_position")
+    if isinstance(position, int) and not isinstance(position, bool):
+        return "#1 (top 1)" if position == 1 else f"#{position} of top {top_k if top_k is not None else 'K'}"
+    return f"not in top {top_k}" if top_k is not None else "not searched"
 
 
 # ---------------------------------------------------------------- extraction
@@ -280,7 +440,9 @@ def strategy_metric_table(rows: Any) -> dict[str, Any]:
     metrics = list(dict.fromkeys(str(r.get("metric")) for r in rows))
     cells = {(str(r.get("strategy")), str(r.get("metric"))): r for r in rows}
     best = max((r.get("memorized") or 0 for r in rows), default=0)
-    return {"strategies": strategies, "metrics": metrics, "cells": cells, "best": best,
+    breakdown = any(measures.as_number(r.get(k)) is not None for r in rows
+                    for k in ("memorized_with_pii", "memorized_with_canary"))
+    return {"strategies": strategies, "metrics": metrics, "cells": cells, "best": best, "breakdown": breakdown,
             "top_k": rows[0].get("top_k") if rows else None}
 
 
@@ -296,19 +458,37 @@ def display_sample(sample: Mapping[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- membership inference
 
 
-def membership_sections(inputs: ReportInputs) -> list[dict[str, Any]]:
+def membership_sections(inputs: ReportInputs, gate: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     out = []
+    rules = [r for r in _dict(gate).get("rules", []) if r.get("check") == "membership_auc"]
     for variant in inputs.variants:
         report = inputs.extract.get(variant)
         if report is None:
             continue
         membership = _dict(report.get("membership"))
+        metrics = measures.membership_metrics(report)
+        degenerate = [name for name, m in metrics.items() if m.get("degenerate")]  # in the table's order
         curves = roc_curves(inputs.roc.get(variant, []))
-        charts = [_roc_chart(variant, curves, log=False), _roc_chart(variant, curves, log=True)] if curves else []
+        charts = ([_roc_chart(variant, curves, degenerate, log=False), _roc_chart(variant, curves, degenerate, log=True)]
+                  if curves else [])
+        best_auc, best_metric = measures.membership_auc(report)
         out.append({"variant": variant, "members": membership.get("members"), "nonmembers": membership.get("nonmembers"),
-                    "tokens": membership.get("tokens"), "metrics": measures.membership_metrics(report), "charts": charts,
-                    "roc_missing": not curves})
+                    "tokens": membership.get("tokens"), "members_source": membership.get("members_source"),
+                    "nonmembers_source": membership.get("nonmembers_source"), "metrics": metrics,
+                    "degenerate": {n: str(metrics[n].get("degenerate_reason") or "degenerate") for n in degenerate},
+                    "skipped": {str(k): str(v) for k, v in _dict(report.get("skipped_metrics")).items()},
+                    "best_metric": best_metric, "best_auc": best_auc, "charts": charts, "roc_missing": not curves,
+                    "rules": [membership_rule(r, report) for r in rules if r.get("variant") == variant]})
     return out
+
+
+def membership_rule(rule: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+    """A membership_auc gate rule as read on this report: the metric it took and which end of the interval."""
+    use = rule.get("use", "point")
+    _, metric = measures.membership_auc(report, rule.get("metric"), use if use in measures.AUC_USES else "point")
+    return {"name": rule.get("name"), "metric": metric, "chosen": rule.get("metric") is None,
+            "use": AUC_USE_LABELS.get(use, use), "value": rule.get("value"), "max": rule.get("max"),
+            "passed": rule.get("passed")}
 
 
 def roc_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, list[tuple[float, float]]]:
@@ -324,9 +504,11 @@ def roc_curves(rows: Sequence[Mapping[str, str]]) -> dict[str, list[tuple[float,
     return {metric: sorted(points) for metric, points in curves.items()}
 
 
-def _roc_chart(variant: str, curves: Mapping[str, list[tuple[float, float]]], log: bool) -> Any:
+def _roc_chart(variant: str, curves: Mapping[str, list[tuple[float, float]]], degenerate: Sequence[str],
+               log: bool) -> Any:
     floor = 1e-3  # the log-log view starts at FPR 0.1%, the lowest rate the report's table quotes
-    series = [Series(metric, points, colour(i)) for i, (metric, points) in enumerate(curves.items())]
+    series = [Series(f"{metric} (degenerate)" if metric in degenerate else metric, points, colour(i))
+              for i, (metric, points) in enumerate(curves.items())]
     chance = [(floor, floor), (1.0, 1.0)] if log else [(0.0, 0.0), (1.0, 1.0)]
     series.append(Series("chance", chance, "#9aa5b1", markers=False, dashed=True))
     series = [Series(s.name, s.points, s.colour, markers=False, dashed=s.dashed) for s in series]
@@ -371,6 +553,20 @@ def epsilon_bars(audit: Mapping[str, Any], accountant: float | None) -> Any:
                      ("accountant ε", accountant if accountant is not None else math.inf, "#0072B2")], scale)
 
 
+#: A group delta above this is a weak guarantee: the epsilon bound may fail outright with probability
+#: above 1 in 1000, orders of magnitude above the per-sequence delta (chosen below 1/N, N training sequences).
+WEAK_DELTA = 1e-3
+
+
+def group_guarantee(delta: float | None) -> str | None:
+    """'vacuous' (delta >= 1: no guarantee at all), 'weak' (delta > WEAK_DELTA) or 'ok'; None if not computed."""
+    if delta is None:
+        return None
+    if delta >= 1.0:
+        return "vacuous"
+    return "weak" if delta > WEAK_DELTA else "ok"
+
+
 def group_rows(inputs: ReportInputs, variant: str, eps: float | None, delta: float | None) -> list[dict[str, Any]]:
     """Per insertion count k: the group guarantee (k eps, k e^((k-1) eps) delta) beside the exposure measured."""
     rows = []
@@ -378,8 +574,7 @@ def group_rows(inputs: ReportInputs, variant: str, eps: float | None, delta: flo
         if k == 0:
             continue
         group_eps, group_delta = measures.group_privacy(eps, delta, k) if eps is not None and delta else (None, None)
-        rows.append({"k": k, "epsilon": group_eps, "delta": group_delta,
-                     "vacuous": group_delta is not None and group_delta >= 1.0,
-                     "max_exposure": measures.max_exposure(inputs.exposure.get(variant), k)})
+        rows.append({"k": k, "epsilon": group_eps, "delta": group_delta, "guarantee": group_guarantee(group_delta),
+                     "max_exposure": highest_cell(inputs.exposure.get(variant), k)})
     return rows
 
