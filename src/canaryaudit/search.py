@@ -112,7 +112,7 @@ class RankResult:
     nodes_expanded: int
     seconds: float
     message: str = ""
-    rescored: int = 0  # candidates rescored in float64 (the canary and the search's survivors)
+    rescored: int = 0  # candidates rescored in float64 (the survivors within the slack of the canary)
     max_float_error: float = 0.0  # bits: largest |search Px - float64 Px| among the rescored
 
     @property
@@ -129,9 +129,10 @@ def exact_rank(scorer: NextTokenScorer, space: CanarySpace, canary: Sequence[int
        search Px is within ``tolerance`` bits of the canary's (default
        :func:`pruning_tolerance_bits`); a partial candidate above that is cut with its
        subtree, which is safe because every edge weight is >= 0;
-    2. the survivors and the canary are rescored in float64 and counted with <=.
-    The slack must exceed the float error of pass 1: it is checked on every survivor, and a
-    rank is only returned when the error stayed under half the slack. When the next level
+    2. survivors more than ``tolerance`` below the canary are counted as likelier; the band
+       within ``tolerance`` of it (the canary included) is rescored in float64 and counted with <=.
+    The slack must exceed the float error of pass 1: it is checked on every rescored candidate,
+    and a rank is only returned when the error stayed under half the slack. When the next level
     would need more than ``max_rows`` model rows in total, the search stops and ``rank`` is None.
     """
     started = time.perf_counter()
@@ -160,21 +161,33 @@ def exact_rank(scorer: NextTokenScorer, space: CanarySpace, canary: Sequence[int
         keep_node, keep_option = np.nonzero(child_px <= threshold)
         frontier = np.concatenate([frontier[keep_node], option_ids[keep_option][:, None]], axis=1)
         px = child_px[keep_node, keep_option]
-    at = np.nonzero((frontier == canary_row).all(axis=1))[0]
+    return _count_survivors(scorer, frontier, px, canary_row, search_px, tolerance, result)
+
+
+def _count_survivors(scorer: NextTokenScorer, frontier: np.ndarray, px: np.ndarray, canary_row: np.ndarray,
+                     search_px: float, tolerance: float, result) -> RankResult:
+    """Rank from the search's survivors: clear wins counted, the band around the canary rescored in float64.
+
+    A survivor whose search Px is more than ``tolerance`` below the canary's is likelier under any
+    float error below tolerance / 2, so it is counted as is; the band within ``tolerance`` of the
+    canary (the canary itself included) is rescored by ``scorer.exact_px`` and compared with <=.
+    """
+    band = np.nonzero(px >= search_px - tolerance)[0]
+    at = np.nonzero((frontier[band] == canary_row).all(axis=1))[0]
     if len(at) == 0:  # the canary itself was cut: its float error exceeded the whole slack
         return result(None, float(scorer.exact_px(canary_row)[0]), f"the canary's own search Px left the pruning "
                       f"slack of {tolerance:.3g} bits: rank not trusted (pass a larger tolerance)")
-    # The canary's Px is read from the same rescoring call as the survivors (not a row of its own):
+    # The canary's Px is read from the same rescoring call as the band (not a row of its own):
     # a row's float64 result can depend on its place in the batch by ~1e-16, enough to flip "<=" on itself.
-    survivors_px = scorer.exact_px(frontier)
-    canary_px = float(survivors_px[at[0]])
-    error = float(np.abs(px - survivors_px).max())
-    extra = {"rescored": len(frontier), "max_float_error": error}
+    band_px = scorer.exact_px(frontier[band])
+    canary_px = float(band_px[at[0]])
+    error = float(np.abs(px[band] - band_px).max())
+    extra = {"rescored": len(band), "max_float_error": error}
     if error > tolerance / 2:
         return result(None, canary_px, f"float error {error:.3g} bits exceeds half the pruning slack "
                       f"{tolerance:.3g} bits: rank not trusted (pass a larger tolerance)", **extra)
-    return result(int((survivors_px <= canary_px).sum()), canary_px, **extra)
-
+    clear_wins = len(frontier) - len(band)
+    return result(clear_wins + int((band_px <= canary_px).sum()), canary_px, **extra)
 
 # ---------------------------------------------------------------- shortest-path extraction
 
