@@ -7,7 +7,7 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
-from canaryaudit.errors import ParamsError
+from canaryaudit.errors import DataError, ParamsError
 from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
 from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
@@ -22,8 +22,8 @@ def main(args) -> None:
     all_params = load_params(args.params)
     params = all_params.exposure
     device = resolve_device(params.device)
-    model, _spec = load_model_folder(Path(args.model), device)
-    tokenizer = load_tokenizer(Path(args.model))
+    model, spec = load_model_folder(Path(args.model), device)
+    tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
     canaries = read_checked_jsonl(CANARIES, args.canaries)
     rng = random.Random(params.seed)
     rows: list[dict] = []
@@ -35,7 +35,11 @@ def main(args) -> None:
         try:
             fmt_rows, summary = audit_format(model, tokenizer, fmt, group, params, str(device), rng)
         except TreeUnsupported as exc:
-            raise ParamsError(f"train.tokenizer.kind: exposure needs one token per canary symbol: {exc}") from None
+            if tokenizer.kind == "char":  # a char tokenizer always splits one symbol per token: the file is at fault
+                raise DataError(Path(args.model) / "tokenizer.json",
+                                f"lacks characters of the canary alphabets ({exc}); retrain the model") from None
+            raise ParamsError(f"train.variants.{args.variant}.tokenizer.kind: exposure needs one token per canary "
+                              f"symbol: {exc}") from None
         except ValueError as exc:
             raise ParamsError(f"exposure.references: {exc}") from None
         rows.extend(fmt_rows)

@@ -27,12 +27,13 @@ def _texts(path: str) -> list[str]:
 
 
 def load_audited(args, reference_variant: str, device) -> AuditedModel:
-    model, _ = load_model_folder(Path(args.model), device)
-    tokenizer = load_tokenizer(Path(args.model))
+    model, spec = load_model_folder(Path(args.model), device)
+    tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
     if args.variant == reference_variant:  # the ratio against itself is identically 1: skip the metric
         return AuditedModel(model, tokenizer, device)
-    reference, _ = load_model_folder(Path(args.reference_model), device)
-    return AuditedModel(model, tokenizer, device, reference, load_tokenizer(Path(args.reference_model)))
+    reference, ref_spec = load_model_folder(Path(args.reference_model), device)
+    return AuditedModel(model, tokenizer, device, reference,
+                        load_tokenizer(Path(args.reference_model), ref_spec.vocab_size))
 
 
 def log_to_mlflow(variant: str, params, report: dict) -> None:

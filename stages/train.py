@@ -6,7 +6,7 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
-from canaryaudit.io import write_csv, write_json
+from canaryaudit.io import atomic_folder, write_csv, write_json
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
@@ -15,6 +15,7 @@ from canaryaudit.training.loop import Trainer
 from canaryaudit.training.models import count_parameters, save_model_folder
 from canaryaudit.training.pipeline import (
     build_variant_model,
+    check_searchable,
     loss_series,
     model_card,
     prepare_data,
@@ -28,10 +29,14 @@ def _texts(path: str) -> list[str]:
 
 
 def main(args) -> None:
-    settings = load_params(args.params).train.variant(args.variant)
+    params = load_params(args.params)
+    settings = params.train.variant(args.variant)
     key = f"train.variants.{args.variant}"
+    train_texts = _texts(args.train)
     data_sha = file_sha256(args.train)
-    data = prepare_data(settings, _texts(args.train), _texts(args.valid), _texts(args.test))
+    data = prepare_data(settings, train_texts, _texts(args.valid), _texts(args.test))
+    # Before any training: what the exposure stage will need of this tokenizer (BPE may merge symbols).
+    check_searchable(params.canaries.parsed_formats(), data.tokenizer, key)
     model, spec = build_variant_model(settings, data.tokenizer)
     log.info("%s: %s with %d parameters, %d training sequences of %d tokens, DP %s", args.variant, spec.arch,
              count_parameters(model), len(data.train), spec.context, "on" if settings.dp.enabled else "off")
@@ -47,33 +52,40 @@ def main(args) -> None:
                 metrics["epsilon"] = record.epsilon
             tracker.log_metrics(run_id, metrics, step=record.epoch)
 
+    try:
+        result = _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, run_id, on_epoch)
+    except BaseException as exc:
+        if tracker and run_id:  # never leave the run RUNNING (a SIGKILL is reaped by the next run)
+            tracker.finish_quietly(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
+    clear_checkpoints(Path(args.checkpoints) / args.variant)  # the run completed: nothing to resume
+    eps = f", epsilon {result.epsilon:.3f} at delta {result.dp.delta:.2e}" if result.dp else ""
+    log.info("%s: test loss %.4f nats/token (perplexity %.2f)%s -> %s", args.variant, result.test_loss,
+             result.test_perplexity, eps, args.out)
+
+
+def _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, run_id, on_epoch):
     trainer = Trainer(settings, model, data.train, data.valid, data.test, key=key,
                       checkpoint_dir=Path(args.checkpoints) / args.variant,
                       checkpoint_key=settings_hash(settings, data_sha), on_epoch=on_epoch)
-    try:
-        result = trainer.run()
-    except BaseException:
-        if tracker and run_id:
-            tracker.finish(run_id, "FAILED")
-        raise
-    out = Path(args.out)
-    save_model_folder(result.model, spec, out)
-    data.tokenizer.save(out)
+    result = trainer.run()
     card = model_card(args.variant, settings, spec, result.model, result, data_sha)
-    write_json(out / "card.json", card)
-    report = train_report(args.variant, result, count_parameters(result.model))
+    with atomic_folder(args.out) as out:  # all or nothing: a full disk leaves no half model folder
+        save_model_folder(result.model, spec, out)
+        data.tokenizer.save(out)
+        write_json(out / "card.json", card)
+    report = train_report(args.variant, result, count_parameters(result.model), settings)
     write_json(args.report, report)
     write_csv(args.plot, loss_series(result))
+    if result.dp is not None and not settings.dp.secure_noise:
+        log.info("%s: %s", args.variant, report["noise_secrecy"])
     if tracker and run_id:
         final = {k: float(v) for k, v in report.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "valid_loss"}  # per epoch above
         tracker.log_metrics(run_id, final, step=result.epochs_run)
         tracker.log_json_artifact(run_id, card, "model_card.json")
         tracker.finish(run_id)
-    clear_checkpoints(Path(args.checkpoints) / args.variant)  # the run completed: nothing to resume
-    eps = f", epsilon {result.epsilon:.3f} at delta {result.dp.delta:.2e}" if result.dp else ""
-    log.info("%s: test loss %.4f nats/token (perplexity %.2f)%s -> %s", args.variant, result.test_loss,
-             result.test_perplexity, eps, out)
+    return result
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _with(path: str, value):
 BAD = [
     ("data.seed", "7", "data.seed: Input should be a valid integer"),
     ("data.seed", -1, "data.seed: Input should be greater than or equal to 0"),
-    ("data.sede", 3, "data.sede: unknown key; allowed keys here: builtin, file, hf, max_documents"),
+    ("data.sede", 3, "data.sede: unknown key; allowed keys here: allow_outside_workspace, builtin, file, hf, max_documents"),
     ("bogus", {}, "bogus: unknown key; allowed keys here: canaries, data, exposure, extract, gate, report, sanitize, train"),
     ("data.source", "s3://bucket", "data.source: must be 'builtin:emails', 'file:PATH' or 'hf:NAME[:CONFIG]'"),
     ("data.builtin.target_bytes", 10, "data.builtin.target_bytes: Input should be greater than or equal to 10000"),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from canaryaudit.errors import DataError
+from canaryaudit.errors import DataError, ParamsError
 
 _HOLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}(?:x(\d+))?")
 
@@ -167,14 +167,24 @@ def check_distinct(canaries: Sequence[Canary]) -> None:
                 f"canaries {twin.canary_id} and {canary.canary_id} render the same text; "
                 f"format {canary.format!r} is ambiguous (a word alphabet whose words run together?)"
             )
-    ordered = sorted(by_text, key=len)
-    for i, short in enumerate(ordered):
-        for long in ordered[i + 1 :]:
-            if len(long) > len(short) and short in long:
-                raise ValueError(
-                    f"canary {by_text[short].canary_id} occurs inside {by_text[long].canary_id}; "
-                    "make the formats' fixed text differ (e.g. not 'code {d}x2' beside 'code {d}x3')"
-                )
+    # Each text against the shorter ones through their substrings of each shorter length: linear in the
+    # total text per distinct length (pairwise `in` was quadratic: hours at canaries.per_count 10000).
+    by_length: dict[int, set[str]] = {}
+    for text in by_text:
+        by_length.setdefault(len(text), set()).add(text)
+    lengths = sorted(by_length)
+    for long in by_text:
+        for size in lengths:
+            if size >= len(long):
+                break
+            shorts = by_length[size]
+            for start in range(len(long) - size + 1):
+                short = long[start : start + size]
+                if short in shorts:
+                    raise ValueError(
+                        f"canary {by_text[short].canary_id} occurs inside {by_text[long].canary_id}; "
+                        "make the formats' fixed text differ (e.g. not 'code {d}x2' beside 'code {d}x3')"
+                    )
 
 
 def make_canaries(fmt: CanaryFormat, plan: CanaryPlan, rng: random.Random) -> list[Canary]:
@@ -239,6 +249,31 @@ def insert_canaries(texts: Sequence[str], canaries: Sequence[Canary], rng: rando
                 merged.append(doc_lines[slot])
         out.append("\n".join(merged))
     return out
+
+
+def canary_volume(canaries: Sequence[Canary], texts: Sequence[str]) -> float:
+    """Characters the inserted copies add (each copy a line of its own) over the training split's characters."""
+    added = sum((len(c.text) + 1) * c.insertions for c in canaries)
+    return added / max(1, sum(len(t) for t in texts))
+
+
+def check_canary_volume(canaries: Sequence[Canary], texts: Sequence[str], warn_fraction: float,
+                        max_fraction: float) -> str | None:
+    """A warning when the copies add more than ``warn_fraction`` of the training text; ParamsError past
+    ``max_fraction`` (a few documents and ``insertions: [1, 100000]`` would make the training data
+    mostly canaries, an audit of nothing)."""
+    fraction = canary_volume(canaries, texts)
+    copies = sum(c.insertions for c in canaries)
+    what = (f"{copies} canary copies add {fraction:.1%} of the training split's characters "
+            f"({len(texts)} documents)")
+    if fraction > max_fraction:
+        raise ParamsError(
+            f"canaries.insertions: {what}, above canaries.max_fraction = {max_fraction:g}; lower the insertion "
+            "counts, canaries.per_count or canaries.audit.count, use more data, or raise canaries.max_fraction"
+        )
+    if fraction > warn_fraction:
+        return f"{what}, above canaries.warn_fraction = {warn_fraction:g}: the training data is dominated by canaries"
+    return None
 
 
 def count_occurrences(texts: Sequence[str], needle: str) -> int:

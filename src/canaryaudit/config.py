@@ -24,7 +24,9 @@ from canaryaudit.pii.spans import PII_TYPES
 class Section(BaseModel):
     """Base of every params section: immutable, no unknown keys, no silent type coercion."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # allow_inf_nan=False: `.inf` / `.nan` in YAML are refused for every float ("Input should be a
+    # finite number"); an infinite clipping bound, gate maximum or noise cap breaks a stage later.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- data (prepare stage)
@@ -74,6 +76,12 @@ class DataParams(Section):
     seed: int = Field(1234, ge=0)
     max_documents: int | None = Field(None, ge=1)  # cap after loading (None = all)
     min_chars: int = Field(1, ge=1)  # documents shorter than this (stripped) are skipped
+    # file: paths must resolve inside the workspace (the folder holding params.yaml / the stage's cwd):
+    # `file:../../etc` would read system files into the training data. true allows any path.
+    allow_outside_workspace: bool = False
+    # Refuse a corpus in which fewer than this share of whitespace-separated tokens look like words
+    # (random bytes or binary read as text); 0 turns the check off.
+    min_word_fraction: float = Field(0.3, ge=0.0, le=1.0)
     builtin: BuiltinCorpusParams = BuiltinCorpusParams()
     file: FileSourceParams = FileSourceParams()
     hf: HfSourceParams = HfSourceParams()
@@ -166,6 +174,10 @@ class CanaryParams(Section):
     insertions: tuple[int, ...] = Field((1, 4, 16, 64), min_length=1)  # copies per canary (each <= 100000)
     per_count: int = Field(2, ge=1, le=10_000)  # canaries per insertion count and format
     audit: AuditCanaryParams = AuditCanaryParams()
+    # Characters of inserted canary copies as a fraction of the training split's characters:
+    # a warning above warn_fraction, an error above max_fraction (the canaries stage checks both).
+    warn_fraction: float = Field(0.2, ge=0.0, le=1000.0)
+    max_fraction: float = Field(1.0, gt=0.0, le=1000.0)
 
     @field_validator("alphabets")
     @classmethod
@@ -193,6 +205,8 @@ class CanaryParams(Section):
 
     @model_validator(mode="after")
     def _formats_consistent(self) -> CanaryParams:
+        if self.warn_fraction > self.max_fraction:
+            raise ValueError(f"warn_fraction ({self.warn_fraction}) must be <= max_fraction ({self.max_fraction})")
         names = [f.name for f in self.formats]
         if len(set(names)) != len(names):
             raise ValueError("formats: two formats share a name")
@@ -236,6 +250,14 @@ class ModelParams(Section):
             raise ValueError("unknown arch; known: gpt2, lstm, hf:PATH")
         return value
 
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_width(cls, value: int, info: Any) -> int:
+        width, arch = info.data.get("width"), info.data.get("arch")
+        if arch == "gpt2" and isinstance(width, int) and width % value:
+            raise ValueError(f"gpt2 needs width ({width}) to be a multiple of heads")
+        return value
+
 
 class OptimizerParams(Section):
     name: Literal["adamw", "rmsprop", "sgd"] = "adamw"
@@ -251,19 +273,32 @@ class DpParams(Section):
     noise_multiplier: float | None = Field(None, ge=0.0, le=1000.0)  # sigma; or give target_epsilon
     target_epsilon: float | None = Field(None, gt=0.0, le=1000.0)  # solve sigma for this epsilon at delta
     delta: float | None = Field(None, gt=0.0, lt=1.0)  # default 1 / (10 N), N = training sequences
-    max_grad_norm: float = Field(1.0, gt=0.0)  # per-sample clipping bound C
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)  # per-sample clipping bound C
     accountant: Literal["prv", "rdp"] = "prv"
     # How Opacus computes per-sample gradients. auto: ew (torch ExpandedWeights) for gpt2 and
     # hf models, hooks for the lstm (DPLSTM). Measured on 2 CPU cores (benchmarks/train_speed.py):
     # gpt2 DP/plain step time 1.47 with ew vs 1.71 with hooks; DPLSTM 14 with hooks vs 26 with ew.
     grad_sample_mode: Literal["auto", "ew", "hooks", "functorch"] = "auto"
-    max_noise_multiplier: float = Field(50.0, gt=0.0)  # refuse a target epsilon that needs more noise
+    max_noise_multiplier: float = Field(50.0, gt=0.0, le=1000.0)  # refuse a target epsilon that needs more noise
+    # false (default): the noise generator is seeded from train.seed, so a run is reproducible but anyone
+    # holding params.yaml can regenerate the noise: epsilon then assumes the seed is secret.
+    # true: the noise comes from a generator seeded by the OS's cryptographic source (os.urandom), re-drawn
+    # each epoch and never stored; runs are not bit-for-bit reproducible.
+    secure_noise: bool = False
 
     @model_validator(mode="after")
     def _noise_or_target(self) -> DpParams:
         if self.enabled and (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError("with enabled: true set exactly one of noise_multiplier and target_epsilon")
         return self
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _some_noise(cls, value: float | None, info: Any) -> float | None:
+        if value == 0 and info.data.get("enabled"):
+            raise ValueError("0 adds no noise, so epsilon is infinite; give a positive sigma, "
+                             "or set enabled: false to train without DP")
+        return value
 
 
 class TrainSettings(Section):
@@ -534,6 +569,19 @@ class Params(Section):
         ref = self.extract.reference_variant
         if "extract" in self.model_fields_set and ref not in variants:
             raise ValueError(f"extract.reference_variant {ref!r} is not a train variant; defined: {', '.join(variants)}")
+        if "extract" in self.model_fields_set and self.canaries.audit.count:
+            audit = self.extract.audit
+            wanted = audit.guesses_included + audit.guesses_excluded
+            if wanted > self.canaries.audit.count:
+                raise ValueError(f"extract.audit: {wanted} guesses but only {self.canaries.audit.count} audit "
+                                 "canaries (guesses_included + guesses_excluded > canaries.audit.count); lower "
+                                 "the guesses or raise the count")
+        if "exposure" in self.model_fields_set:
+            for fmt in self.canaries.parsed_formats():
+                free = fmt.space_size - self.canaries.plan_for(fmt.name).total
+                if self.exposure.references > free:
+                    raise ValueError(f"exposure.references: {self.exposure.references} references requested, but "
+                                     f"format {fmt.name!r} has only {free} fillings that are not canaries")
         for i, rule in enumerate(self.gate.rules if "gate" in self.model_fields_set else ()):
             if rule.variant not in variants:
                 raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant; "
@@ -620,16 +668,103 @@ def format_validation_error(
     return "\n".join(lines)
 
 
+#: Most values (mappings, lists and scalars, each alias counted every time it is used) a params
+#: file may expand to. The default file has a few hundred; a "billion laughs" file of nested
+#: aliases has billions, and expanding it (to validate it) would exhaust memory.
+MAX_EXPANDED_VALUES = 200_000
+
+
+class _Cyclic(Exception):
+    pass
+
+
+def expanded_size(raw: Any, limit: int = MAX_EXPANDED_VALUES) -> int:
+    """How many values ``raw`` holds once every shared (aliased) node is counted at each use.
+
+    Stops as soon as the count passes ``limit`` (returns a number > limit) without expanding
+    anything; raises ``ValueError`` for a node that contains itself (a circular YAML alias).
+    Iterative, so a deeply nested value cannot overflow the stack.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(raw, False)]
+
+    def children(node: Any) -> list[Any]:
+        return [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+
+    while stack:
+        node, finished = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        if finished:
+            total = 1 + sum(sizes[id(c)] if isinstance(c, (dict, list)) else 1 for c in children(node))
+            sizes[key] = total
+            open_nodes.discard(key)
+            if total > limit:
+                return total
+            continue
+        if key in sizes:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children(node):
+            if isinstance(child, (dict, list)):
+                if id(child) in open_nodes:
+                    raise ValueError("a value contains itself (a circular YAML alias such as `a: &x [*x]`)")
+                if id(child) not in sizes:
+                    stack.append((child, False))
+    return sizes.get(id(raw), 1)
+
+
+def _check_expansion(raw: Any, origin: str) -> None:
+    try:
+        size = expanded_size(raw)
+    except ValueError as exc:
+        raise ParamsError(f"{origin}: {exc}") from None
+    if size > MAX_EXPANDED_VALUES:
+        raise ParamsError(
+            f"{origin}: expands to more than {MAX_EXPANDED_VALUES} values (nested YAML aliases, "
+            "a 'billion laughs' file?); params files hold a few hundred"
+        )
+
+
+def _check_searchable(params: Params, origin: str) -> None:
+    """Exposure needs one token per canary symbol: a word alphabet cannot work with the char tokenizer.
+
+    Checked here (params check) rather than in the exposure stage, after every model is trained.
+    BPE and pretrained tokenizers are checked by the train stage once the tokenizer exists.
+    """
+    used = {name for f in params.canaries.formats for name in re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", f.template)}
+    words = {name: next(s for s in symbols if len(s) != 1) for name, symbols in params.canaries.alphabets.items()
+             if name in used and any(len(s) != 1 for s in symbols)}
+    if not words:
+        return
+    for variant in params.train.variants:
+        if params.train.variant(variant).tokenizer.kind == "char":
+            name, word = next(iter(words.items()))
+            raise ParamsError(
+                f"{origin}: invalid params:\n  canaries.alphabets.{name}: symbol {word!r} is {len(word)} characters, "
+                f"so several tokens under the char tokenizer of train.variants.{variant}; exposure needs one token "
+                "per symbol (use single-character symbols, or train.tokenizer.kind: bpe with words it keeps whole)"
+            )
+
+
 def parse_params(raw: Any, origin: str = "params") -> Params:
     """Validate an already-parsed mapping into :class:`Params`."""
     if raw is None:
         raise ParamsError(f"{origin}: the file is empty")
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{origin}: top level must be a mapping of sections, got {type(raw).__name__}")
+    _check_expansion(dict(raw), origin)
     try:
         # Through JSON: strict mode then accepts YAML lists for tuples and ints for floats,
         # but still rejects "3" for an int or "yes" for a bool.
-        params = Params.model_validate_json(json.dumps(dict(raw), default=str))
+        text = json.dumps(dict(raw), default=str)
+    except (ValueError, RecursionError) as exc:
+        raise ParamsError(f"{origin}: cannot be read as params ({type(exc).__name__}: {exc})") from None
+    try:
+        params = Params.model_validate_json(text)
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, Params, origin)) from None
     for name in params.train.variants:
@@ -637,7 +772,25 @@ def parse_params(raw: Any, origin: str = "params") -> Params:
             params.train.variant(name)
         except ParamsError as exc:
             raise ParamsError(str(exc).replace("params: invalid params:", f"{origin}: invalid params:", 1)) from None
+    _check_searchable(params, origin)
     return params
+
+
+def _yaml_error(exc: yaml.YAMLError, where: str, lines: bool) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    place = f"{where}:{mark.line + 1}" if mark is not None and lines else where
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{place}: invalid YAML: {problem}"
+
+
+def load_yaml(text: str, where: str, lines: bool = True) -> Any:
+    """Parse params YAML; a syntax error or a too-deep nesting raises ParamsError naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ParamsError(_yaml_error(exc, where, lines)) from None
+    except RecursionError:
+        raise ParamsError(f"{where}: invalid YAML: nested too deeply") from None
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -652,7 +805,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ParamsError(f"override {assignment!r}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.load(text, Loader=_UniqueKeyLoader)
+    node[parts[-1]] = load_yaml(text, f"override {assignment!r}", lines=False)
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Params:
@@ -664,14 +817,10 @@ def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ())
         raise ParamsError(f"{p}: params file not found") from None
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{p}: not valid UTF-8 (offset {exc.start})") from None
-    try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ParamsError(f"{where}: invalid YAML: {problem}") from None
-    if overrides:
+    except IsADirectoryError:
+        raise ParamsError(f"{p}: is a folder, expected a params file") from None
+    raw = load_yaml(text, str(p))
+    if overrides and (raw is None or isinstance(raw, Mapping)):
         raw = dict(raw or {})
         for assignment in overrides:
             apply_override(raw, assignment)

@@ -21,5 +21,14 @@ class DataError(CanaryAuditError):
         self.line = line
 
 
+class OutputError(CanaryAuditError):
+    """An output could not be written (disk full, quota, permissions); nothing partial was kept."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: could not write ({message}); free space or fix the folder and rerun; "
+                         "no partial output was kept")
+        self.path = str(path)
+
+
 class RegistryError(CanaryAuditError):
     """An unknown name was asked of a registry; the message lists the known ones."""

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,35 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of ``path``; on success it replaces ``path``.
+
+    On any exception the temporary folder is removed and ``path`` is left as it was, so a
+    stage that fails while writing a folder output (disk full) leaves no half folder.
+    """
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def dumps_line(record: Mapping[str, Any]) -> str:
@@ -111,6 +141,29 @@ def decode_utf8(raw: bytes, path: str | os.PathLike[str]) -> str:
         ) from None
 
 
+#: A \uD800-\uDFFF escape: JSON allows it, but alone (not in a high+low pair) it is no character,
+#: and pandas, pyarrow and every UTF-8 writer fail on it later with no file or line.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _loads(text: str, path: Path, line: int | None) -> Any:
+    """json.loads; a syntax error, a too-deep nesting or a lone surrogate raises DataError at the line."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = line if line is not None else exc.lineno
+        raise DataError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=where) from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply to read", line=line) from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(path, f"a string holds a lone surrogate escape (\\u{ord(exc.object[exc.start]):04x}), "
+                                  "which is not valid Unicode text", line=line) from None
+    return obj
+
+
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line of a JSONL file.
 
@@ -126,10 +179,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
         line = line.removesuffix("\r")
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(p, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+        obj = _loads(line, p, number)
         if not isinstance(obj, dict):
             raise DataError(p, f"expected a JSON object, got {type(obj).__name__}", line=number)
         seen += 1
@@ -153,7 +203,4 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     """One JSON document; errors name the file and line."""
     p = Path(path)
     text = read_text_strict(p)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(p, f"invalid JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    return _loads(text, p, None)

@@ -620,11 +620,20 @@ def point_overrides(point: Mapping[str, Any]) -> list[str]:
 
 
 def point_params(root: Path, params_file: str | Path | None, point: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated full params of a point; a relative ``file:`` data source is made absolute."""
+    """Validated full params of a point; a relative ``file:`` data source is made absolute.
+
+    The source is checked against this workspace (``data.allow_outside_workspace``) here; the point's
+    copy, elsewhere, is then allowed to read it from its absolute path.
+    """
+    from canaryaudit.config import DataParams
+    from canaryaudit.sources import resolve_source_path
+
     resolved = resolve_params(root, params_file, point_overrides(point))
     source = str(resolved.get("data", {}).get("source", ""))
-    if source.startswith("file:") and not Path(source[5:]).is_absolute():
-        resolved["data"]["source"] = "file:" + str((Path(root) / source[5:]).resolve())
+    if source.startswith("file:"):
+        path = resolve_source_path(DataParams.model_validate_json(json.dumps(resolved["data"])), Path(root))
+        resolved["data"]["source"] = "file:" + str(path.resolve())
+        resolved["data"]["allow_outside_workspace"] = True
     return resolved
 
 

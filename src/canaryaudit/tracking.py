@@ -7,11 +7,20 @@ flow), from ``.canaryaudit/parent_run`` (left by an earlier stage of a plain
 ``dvc repro``, while that run is still RUNNING), or created anew.
 
 Only settings and aggregate numbers are logged, never text from the data.
+
+A run is tagged with the process that owns it (``canaryaudit.pid``, ``canaryaudit.host`` and the
+process start time): every variant run, and a parent run opened by ``canaryaudit audit`` or the
+Prefect flow. When a new run starts, runs still RUNNING whose owner process on this host has ended
+(a stage killed by SIGKILL, the OOM killer, a full disk) are marked KILLED, so none stays RUNNING.
+A parent run opened by a stage of a plain ``dvc repro`` has no owner: later stages join it and the
+report stage closes it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +34,45 @@ EXPERIMENT_ENV = "CANARYAUDIT_EXPERIMENT"
 DISABLE_ENV = "CANARYAUDIT_TRACKING"  # "0" turns tracking off (e.g. for a dry run)
 DEFAULT_EXPERIMENT = "canaryaudit"
 _STATE_FILE = Path(".canaryaudit") / "parent_run"
+PID_TAG, HOST_TAG, START_TAG = "canaryaudit.pid", "canaryaudit.host", "canaryaudit.process_start"
+
+log = logging.getLogger("canaryaudit.tracking")
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (ticks since boot), or None if it does not exist.
+
+    Together with the pid it identifies a process: a pid reused by a later process has another start.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return ""
+        return ""  # alive, start time unknown (no /proc)
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name: field 3 (state) onwards
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie: ended, not yet reaped by its parent
+    return fields[19]  # field 22: starttime
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process as a run's owner."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), START_TAG: process_start(os.getpid()) or ""}
+
+
+def owner_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the owner process recorded in ``tags`` ran on this host and has ended."""
+    if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
+        return False
+    started = process_start(int(tags[PID_TAG]))
+    if started is None:
+        return True
+    return bool(started and tags.get(START_TAG) and started != tags[START_TAG])
 
 
 def tracking_enabled() -> bool:
@@ -88,12 +136,50 @@ class Tracker:
         except Exception:  # noqa: BLE001 - a missing or foreign run id means "not joinable"
             return False
 
+    def reap_stale_runs(self) -> list[str]:
+        """Mark KILLED every RUNNING run of this experiment whose owner process on this host has ended.
+
+        Returns their ids. A store error is logged, never raised: it must not stop a stage.
+        """
+        from mlflow.exceptions import MlflowException
+
+        host = socket.gethostname().replace("'", "")
+        try:
+            runs = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                max_results=1000,
+            )
+            reaped = []
+            for run in runs:
+                if owner_gone(run.data.tags):
+                    self.client.set_tag(run.info.run_id, "canaryaudit.killed",
+                                        f"process {run.data.tags.get(PID_TAG)} ended without closing the run; "
+                                        f"marked KILLED by process {os.getpid()}")
+                    self.client.set_terminated(run.info.run_id, status="KILLED")
+                    reaped.append(run.info.run_id)
+        except (MlflowException, OSError) as exc:
+            log.warning("could not check for runs left RUNNING by killed stages: %s", exc)
+            return []
+        state = self._state_path()
+        if reaped and state.exists() and state.read_text(encoding="utf-8").strip() in reaped:
+            state.unlink(missing_ok=True)
+        for run_id in reaped:
+            log.warning("MLflow run %s was left RUNNING by a process that ended; marked KILLED", run_id)
+        return reaped
+
     def start_pipeline_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
-        """Create a new parent run and remember it for later stages of this workspace."""
+        """Create a new parent run and remember it for later stages of this workspace.
+
+        With a ``canaryaudit.launcher`` tag (cli, prefect) this process owns the run (see the module
+        docstring); without one (a stage of a plain ``dvc repro``) it has no owner.
+        """
+        self.reap_stale_runs()
+        owner = owner_tags() if tags and "canaryaudit.launcher" in tags else {}
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name or time.strftime("audit-%Y%m%d-%H%M%S"),
-            tags={"canaryaudit.role": "pipeline", "canaryaudit.workspace": str(self.root), **(tags or {})},
+            tags={"canaryaudit.role": "pipeline", "canaryaudit.workspace": str(self.root), **owner, **(tags or {})},
         )
         with atomic_open(self._state_path()) as handle:
             handle.write(run.info.run_id + "\n")
@@ -150,12 +236,13 @@ class Tracker:
         """A run nested under the pipeline run (MLflow's parentRunId tag), with the variant's params."""
         from mlflow.entities import Param
 
+        self.reap_stale_runs()
         parent = self.pipeline_run_id()
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{stage}@{variant}",
             tags={"mlflow.parentRunId": parent, "canaryaudit.role": "variant", "canaryaudit.variant": variant,
-                  "canaryaudit.stage": stage},
+                  "canaryaudit.stage": stage, **owner_tags()},
         )
         flat = [Param(k, _param_value(v)) for k, v in flatten(params)]
         for i in range(0, len(flat), 100):
@@ -175,6 +262,14 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def finish_quietly(self, run_id: str, status: str) -> None:
+        """Close a run on the way out of a failure: a store error (the disk that failed the stage is full)
+        is logged, so the stage reports its own error, not the store's; the next run reaps it."""
+        try:
+            self.client.set_terminated(run_id, status=status)
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, the stage's error comes first
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, str(exc).splitlines()[0][:200])
 
 
 def _param_value(value: Any) -> str:

@@ -8,15 +8,20 @@ so an interrupted save is never resumed from).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from canaryaudit.errors import DataError, OutputError
 from canaryaudit.io import atomic_open, read_json
+
+log = logging.getLogger("canaryaudit.train")
 
 
 @dataclass
@@ -50,15 +55,25 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any])
 
 
 def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
+    """Write the checkpoint, then point latest.json at it; a failed write (disk full) removes the
+    incomplete checkpoint, keeps the previous one and raises OutputError."""
     target = folder / f"ckpt-{checkpoint.epoch:04d}"
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in checkpoint.tensors.items()}, str(target / "state.safetensors"))
-    with atomic_open(target / "state.json") as handle:
-        json.dump({"epoch": checkpoint.epoch, **checkpoint.meta}, handle)
-    with atomic_open(folder / "latest.json") as handle:
-        json.dump({"path": target.name, "epoch": checkpoint.epoch, "key": checkpoint.meta.get("key")}, handle)
+    try:
+        target.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in checkpoint.tensors.items()}, str(target / "state.safetensors"))
+        with atomic_open(target / "state.json") as handle:
+            json.dump({"epoch": checkpoint.epoch, **checkpoint.meta}, handle)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise OutputError(target, str(exc)) from None
+    try:
+        with atomic_open(folder / "latest.json") as handle:
+            json.dump({"path": target.name, "epoch": checkpoint.epoch, "key": checkpoint.meta.get("key")}, handle)
+    except OSError as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise OutputError(folder / "latest.json", str(exc)) from None
     for old in folder.glob("ckpt-*"):
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
@@ -70,13 +85,18 @@ def load_checkpoint(folder: Path, key: str) -> Checkpoint | None:
     latest = folder / "latest.json"
     if not latest.exists():
         return None
-    pointer = read_json(latest)
-    if pointer.get("key") != key:
+    try:
+        pointer = read_json(latest)
+        if not isinstance(pointer, dict) or pointer.get("key") != key:
+            return None
+        target = folder / str(pointer["path"])
+        meta = read_json(target / "state.json")
+        tensors = load_file(str(target / "state.safetensors"))
+        return Checkpoint(int(meta.pop("epoch")), tensors, meta)
+    except (DataError, SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        # A checkpoint is only a shortcut: an unreadable one is skipped, and training starts over.
+        log.warning("ignoring the unreadable checkpoint in %s (%s); training from the start", folder, exc)
         return None
-    target = folder / pointer["path"]
-    meta = read_json(target / "state.json")
-    tensors = load_file(str(target / "state.safetensors"))
-    return Checkpoint(int(meta.pop("epoch")), tensors, meta)
 
 
 def clear_checkpoints(folder: Path) -> None:

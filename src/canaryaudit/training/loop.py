@@ -4,6 +4,9 @@ Losses are in nats per token (lower = better); perplexity = exp(loss).
 Randomness: the model is initialised from ``seed``; batch sampling and DP noise
 use dedicated generators re-seeded from (seed, epoch) at each epoch start, so a
 run resumed from an epoch checkpoint follows exactly the uninterrupted run.
+With ``dp.secure_noise`` the noise generator is instead re-seeded each epoch from
+the OS's cryptographic source (never stored), so the noise cannot be regenerated
+from params.yaml; such a run is not reproducible.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import resource
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +34,7 @@ from canaryaudit.training.checkpoint import (
     save_checkpoint,
     split_optimizer_state,
 )
-from canaryaudit.training.dp import DpPlan, plan_dp
+from canaryaudit.training.dp import DpPlan, accountant_epsilon, plan_dp, planned_steps
 
 log = logging.getLogger("canaryaudit.train")
 
@@ -177,7 +181,8 @@ class Trainer:
         self.progress = progress
         self.on_epoch = on_epoch
         self.sample_gen = torch.Generator().manual_seed(settings.seed)
-        self.noise_gen = torch.Generator(device=self.device).manual_seed(settings.seed + 1)
+        self.secure_noise = settings.dp.enabled and settings.dp.secure_noise
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(self._noise_seed(settings.seed + 1))
         self.autocast = self.device.type == "cuda" and not settings.dp.enabled  # bf16; DP stays fp32
 
     # ------------------------------------------------------------------ set-up
@@ -186,8 +191,20 @@ class Trainer:
         return math.ceil(len(self.train_set) / self.s.batch_size)
 
     def _total_steps(self) -> int:
-        total = self.s.epochs * self._steps_per_epoch()
-        return min(total, self.s.max_steps) if self.s.max_steps else total
+        return planned_steps(self.s.epochs, self.s.max_steps, len(self.train_set), self.s.batch_size)
+
+    def _noise_seed(self, deterministic: int) -> int:
+        """The DP noise seed: from params (reproducible), or a fresh 63-bit seed from os.urandom."""
+        return secrets.randbits(63) if self.secure_noise else deterministic
+
+    def _epsilon(self, engine, plan: DpPlan | None, step: int) -> float | None:
+        if engine is None or plan is None or step == 0:
+            return None
+        value = accountant_epsilon(engine.accountant, plan.delta)
+        if math.isinf(value):  # plan_dp checked the whole run, so this would be an accountant failure
+            raise ParamsError(f"{self.key}.dp.noise_multiplier: the accountant cannot compute epsilon "
+                              f"(sigma {plan.noise_multiplier:g}); raise noise_multiplier")
+        return value
 
     def _build(self):
         loader = DataLoader(self.train_set, batch_size=self.s.batch_size, shuffle=True, generator=self.sample_gen)
@@ -251,6 +268,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
+    def _diverged_message(self, loss: float, epoch: int, step: int) -> str:
+        if self.checkpoint_dir is None:
+            kept = "no checkpoints are kept (no checkpoint folder)"
+        elif epoch > 1:
+            kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.checkpoint_dir}"
+        else:
+            kept = "no checkpoint was saved (it diverged in the first epoch)"
+        if self.s.dp.enabled:
+            hint = (f"lower {self.key}.optimizer.lr, or check {self.key}.dp.max_grad_norm "
+                    f"({self.s.dp.max_grad_norm:g}) and the noise multiplier: the noise std is their product")
+        else:
+            hint = f"lower {self.key}.optimizer.lr"
+        return f"{self.key}: loss became {loss} at epoch {epoch}, step {step}; {kept}; {hint}"
+
     def _batches(self, loader, optimizer):
         """Logical batches as lists of physical micro-batches (BatchMemoryManager splits under DP)."""
         physical = self.s.physical_batch_size
@@ -290,7 +321,7 @@ class Trainer:
                 break
             epoch_start = time.perf_counter()
             self.sample_gen.manual_seed(self.s.seed * 100_003 + epoch)
-            self.noise_gen.manual_seed(self.s.seed * 100_019 + epoch)
+            self.noise_gen.manual_seed(self._noise_seed(self.s.seed * 100_019 + epoch))
             losses: list[float] = []
             bar = tqdm(total=min(self._steps_per_epoch(), total_steps - step), desc=f"epoch {epoch}/{self.s.epochs}",
                        unit="step", disable=not self.progress, mininterval=2.0, leave=False)
@@ -306,11 +337,7 @@ class Trainer:
                         continue  # no data, no loss (only Poisson sampling under DP draws these)
                     loss = self._loss(model, inputs, targets)
                     if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"{self.key}: loss became {float(loss)} at epoch {epoch}, step {step}; "
-                            f"the last good checkpoint (epoch {epoch - 1}) is kept in {self.checkpoint_dir}; "
-                            "lower train.optimizer.lr or raise dp.max_grad_norm"
-                        )
+                        raise TrainingDiverged(self._diverged_message(float(loss), epoch, step))
                     weight = len(inputs) / batch_size if not self.s.dp.enabled else 1.0
                     (loss * weight).backward()
                     batch_loss += loss.item() * len(inputs) / max(batch_size, 1)
@@ -330,7 +357,7 @@ class Trainer:
                     break
             bar.close()
             valid_loss = evaluate(_unwrap(model), self.valid_set, self.s.eval_batch_size, self.device)
-            epsilon = float(engine.get_epsilon(plan.delta)) if engine is not None and step > 0 else None
+            epsilon = self._epsilon(engine, plan, step)
             record = EpochRecord(epoch, step, sum(losses) / max(len(losses), 1), valid_loss, math.exp(min(valid_loss, 50.0)),
                                  epsilon, time.perf_counter() - epoch_start)
             history.append(record)
@@ -357,7 +384,7 @@ class Trainer:
         if self.s.early_stopping_patience and best is not None:
             final.load_state_dict(best[2])  # keep the best-validation weights
         test_loss = evaluate(final, self.test_set, self.s.eval_batch_size, self.device)
-        epsilon = float(engine.get_epsilon(plan.delta)) if engine is not None and step > 0 else None
+        epsilon = self._epsilon(engine, plan, step)
         return TrainResult(
             model=final.eval(), history=history, steps=step, epochs_run=len(history), stopped_early=stopped_early,
             test_loss=test_loss, test_perplexity=math.exp(min(test_loss, 50.0)), dp=plan, epsilon=epsilon,

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from canaryaudit.errors import ParamsError
+from canaryaudit.errors import DataError, OutputError, ParamsError
 from canaryaudit.io import atomic_open, read_json
 from canaryaudit.registry import Registry
 
@@ -93,11 +94,16 @@ class CharLSTM(nn.Module):
         return self.head(hidden)
 
 
+def check_spec(spec: ModelSpec) -> None:
+    """What building ``spec`` would refuse, without building it (``params check`` refuses it first)."""
+    if arch_family(spec.arch) == "gpt2" and spec.width % spec.heads:
+        raise ParamsError(f"train.model.width ({spec.width}) must be a multiple of train.model.heads ({spec.heads})")
+
+
 def _gpt2(spec: ModelSpec) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    if spec.width % spec.heads:
-        raise ParamsError(f"train.model.width ({spec.width}) must be a multiple of train.model.heads ({spec.heads})")
+    check_spec(spec)
     config = GPT2Config(
         vocab_size=spec.vocab_size, n_positions=spec.context, n_embd=spec.width, n_layer=spec.layers,
         n_head=spec.heads, resid_pdrop=spec.dropout, embd_pdrop=spec.dropout, attn_pdrop=spec.dropout,
@@ -157,18 +163,51 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def save_model_folder(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
-    """Write model.safetensors and model_config.json into ``folder`` (each atomically)."""
+    """Write model.safetensors and model_config.json into ``folder`` (each atomically).
+
+    A failed write (disk full) removes its temporary file and raises OutputError naming the file.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".model.safetensors.tmp"
-    save_model(model, str(tmp))  # handles tied weights (GPT-2 ties the head to the embedding)
-    tmp.replace(folder / "model.safetensors")
+    try:
+        save_model(model, str(tmp))  # handles tied weights (GPT-2 ties the head to the embedding)
+        tmp.replace(folder / "model.safetensors")
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, SafetensorError)):
+            raise OutputError(folder / "model.safetensors", str(exc)) from None
+        raise
     with atomic_open(folder / "model_config.json") as handle:
         json.dump(asdict(spec), handle, indent=2, sort_keys=True)
 
 
+def _retrain_hint(folder: Path) -> str:
+    return f"rerun the train stage that writes {folder} (dvc repro train@{folder.name})"
+
+
 def load_model_folder(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Rebuild the architecture from model_config.json and load the safetensors weights."""
-    spec = ModelSpec(**read_json(folder / "model_config.json"))
-    model = build_model(spec)
-    load_model(model, str(folder / "model.safetensors"), device=str(device))
+    """Rebuild the architecture from model_config.json and load the safetensors weights.
+
+    A missing folder or file, a config that is not a ModelSpec, or weights that are not a complete
+    safetensors file of this architecture raise DataError naming the file.
+    """
+    if not folder.is_dir():
+        raise DataError(folder, f"model folder not found; {_retrain_hint(folder)}")
+    config = folder / "model_config.json"
+    raw = read_json(config)
+    try:
+        spec = ModelSpec(**raw)
+        model = build_model(spec)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DataError(config, f"not a canaryaudit model config ({exc}); {_retrain_hint(folder)}") from None
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise DataError(weights, f"file not found; {_retrain_hint(folder)}")
+    try:
+        load_model(model, str(weights), device=str(device))
+    except SafetensorError as exc:
+        raise DataError(weights, f"not a complete safetensors file ({exc}); {_retrain_hint(folder)}") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()[:200]
+        raise DataError(weights, f"weights do not fit {config.name} ({first}); {_retrain_hint(folder)}") from None
     return model.to(device).eval(), spec

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from canaryaudit.canaries import CanaryFormat
 from canaryaudit.config import TrainSettings
 from canaryaudit.errors import ParamsError
 from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stream
@@ -25,6 +26,21 @@ PRIVACY_UNIT = (
     "sampled with Poisson sampling. A canary inserted k times sits in up to k sequences, so its "
     "guarantee is group privacy: (k*epsilon, k*exp((k-1)*epsilon)*delta)."
 )
+
+
+def noise_secrecy(settings: TrainSettings) -> str | None:
+    """What the DP guarantee assumes about the noise seed (model card and train report); None without DP."""
+    dp = settings.dp
+    if not dp.enabled:
+        return None
+    if dp.secure_noise:
+        return ("The DP noise was drawn from a generator seeded from the operating system's cryptographic "
+                "random source (os.urandom), re-seeded each epoch and never stored (train.dp.secure_noise: true): "
+                "epsilon does not depend on keeping params.yaml secret. This run is not bit-for-bit reproducible.")
+    return (f"The DP noise was drawn from a generator seeded from train.seed ({settings.seed}) in params.yaml, so "
+            "the run is reproducible, and epsilon assumes that seed is secret: anyone holding the params can "
+            "regenerate the noise, and then the guarantee does not hold. Set train.dp.secure_noise: true to draw "
+            "the noise from a cryptographically seeded generator.")
 
 
 @dataclass
@@ -49,6 +65,31 @@ def prepare_data(
         except ValueError as exc:
             raise ParamsError(f"train.model.context: the {name} split is too small: {exc}") from None
     return PreparedData(tokenizer, *sets)
+
+
+def check_searchable(formats: Sequence[CanaryFormat], tokenizer: Tokenizer, key: str) -> None:
+    """Refuse, before training, a tokenizer the exposure stage cannot search canaries with.
+
+    Exposure walks a tree of one token per canary symbol (``canaryaudit.search.canary_space``);
+    a BPE that merges symbols, or a char tokenizer that never saw a symbol in the training data
+    (it becomes <unk>), would fail there, after every model is trained.
+    """
+    from canaryaudit.search import TreeUnsupported, canary_space
+
+    for fmt in formats:
+        try:
+            canary_space(fmt, tokenizer)
+        except TreeUnsupported as exc:
+            if tokenizer.kind == "char":
+                unseen = sorted({s for hole in fmt.holes for s in hole if tokenizer.encode(s) == [1]})
+                raise ParamsError(
+                    f"canaries.alphabets: symbols {unseen[:10]} of format {fmt.name!r} never occur in the "
+                    f"training data, so the char tokenizer of {key} has no token for them ({exc})"
+                ) from None
+            raise ParamsError(
+                f"{key}.tokenizer.kind: the {tokenizer.kind} tokenizer does not keep each canary symbol one token, "
+                f"which exposure needs ({exc}); use kind: char, or symbols the tokenizer keeps whole"
+            ) from None
 
 
 def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer) -> tuple[nn.Module, ModelSpec]:
@@ -96,6 +137,9 @@ def model_card(variant: str, settings: TrainSettings, spec: ModelSpec, model: nn
             "sample_rate": dp.sample_rate, "delta": dp.delta, "accountant": dp.accountant,
             "epsilon": result.epsilon, "steps": result.steps,
             "privacy_unit": PRIVACY_UNIT.format(context=spec.context),
+            "secure_noise": settings.dp.secure_noise,
+            "noise_seed_source": "os.urandom" if settings.dp.secure_noise else "train.seed",
+            "noise_secrecy": noise_secrecy(settings),
         },
         "test_loss_nats_per_token": result.test_loss,
         "test_perplexity": result.test_perplexity,
@@ -103,10 +147,19 @@ def model_card(variant: str, settings: TrainSettings, spec: ModelSpec, model: nn
     }
 
 
-def train_report(variant: str, result: TrainResult, parameters: int) -> dict[str, Any]:
-    """reports/train/V.json: final metrics (losses in nats/token; times in s; memory in bytes)."""
+def train_report(variant: str, result: TrainResult, parameters: int,
+                 settings: TrainSettings | None = None) -> dict[str, Any]:
+    """reports/train/V.json: final metrics (losses in nats/token; times in s; memory in bytes).
+
+    With ``settings`` and DP: ``secure_noise`` and ``noise_secrecy`` (the sentence stating what
+    epsilon assumes about the noise seed) as well.
+    """
     dp = result.dp
+    extra: dict[str, Any] = {}
+    if settings is not None and dp is not None:
+        extra = {"secure_noise": settings.dp.secure_noise, "noise_secrecy": noise_secrecy(settings)}
     return {
+        **extra,
         "variant": variant,
         "parameters": parameters,
         "test_loss": result.test_loss,

@@ -73,7 +73,13 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, folder: Path) -> CharTokenizer:
-        return cls(read_json(folder / "tokenizer.json")["chars"])
+        path = folder / "tokenizer.json"
+        chars = read_json(path).get("chars")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise DataError(path, "corrupt char tokenizer: 'chars' must be a list of single characters")
+        if len(set(chars)) != len(chars) or EOS in chars or UNK in chars:
+            raise DataError(path, "corrupt char tokenizer: 'chars' repeats a character")
+        return cls(chars)
 
 
 class BpeTokenizer:
@@ -125,7 +131,11 @@ class BpeTokenizer:
     def load(cls, folder: Path) -> BpeTokenizer:
         from tokenizers import Tokenizer as HfTokenizer
 
-        return cls(HfTokenizer.from_file(str(folder / "tokenizer.json")))
+        path = folder / "tokenizer.json"
+        try:
+            return cls(HfTokenizer.from_file(str(path)))
+        except Exception as exc:  # noqa: BLE001 - the Rust backend raises a bare Exception
+            raise DataError(path, f"corrupt BPE tokenizer ({str(exc)[:200]})") from None
 
 
 class PretrainedTokenizer:
@@ -189,12 +199,25 @@ def build_tokenizer(kind: str, texts: Sequence[str], options: TokenizerOptions) 
     return TOKENIZERS.get(kind)(texts, options)
 
 
-def load_tokenizer(folder: Path) -> Tokenizer:
-    """Load what :meth:`Tokenizer.save` wrote into ``folder``."""
+def load_tokenizer(folder: Path, vocab_size: int | None = None) -> Tokenizer:
+    """Load what :meth:`Tokenizer.save` wrote into ``folder``.
+
+    A missing, corrupt or unknown tokenizer file, or one whose vocabulary differs from the
+    model's ``vocab_size``, raises DataError naming the file (not a params key: the file is at fault).
+    """
     kind_file = folder / "tokenizer_kind.json"
-    kind = read_json(kind_file)["kind"] if kind_file.exists() else read_json(folder / "tokenizer.json")["kind"]
+    source = kind_file if kind_file.exists() else folder / "tokenizer.json"
+    meta = read_json(source)
+    kind = meta.get("kind") if isinstance(meta, dict) else None
     if kind == "char":
-        return CharTokenizer.load(folder)
-    if kind == "bpe":
-        return BpeTokenizer.load(folder)
-    return PretrainedTokenizer.from_path(str(folder))
+        tokenizer: Tokenizer = CharTokenizer.load(folder)
+    elif kind == "bpe":
+        tokenizer = BpeTokenizer.load(folder)
+    elif kind == "pretrained":
+        tokenizer = PretrainedTokenizer.from_path(str(folder))
+    else:
+        raise DataError(source, f"unknown or missing tokenizer kind {kind!r}; known: char, bpe, pretrained")
+    if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+        raise DataError(source, f"tokenizer has {tokenizer.vocab_size} tokens but the model was trained with "
+                                f"{vocab_size}; the model folder is inconsistent: retrain it")
+    return tokenizer
