@@ -27,6 +27,10 @@ LOG2_R = math.log2(1e9)  # 29.897 bits: 9 random digits
 # ---------------------------------------------------------------- realistic report files
 
 
+NOISE_SECRECY = ("DP noise was seeded from train.seed: epsilon assumes that seed is secret <and unknown>; "
+                 "anyone holding params.yaml can regenerate the noise")
+
+
 def _train(variant: str, dp: bool) -> dict[str, Any]:
     small = variant == "reference"  # 1 layer x 64: fewer parameters, higher loss
     loss = 2.849692118445108 if dp else (1.1046 if small else 0.7217060791429624)
@@ -37,6 +41,7 @@ def _train(variant: str, dp: bool) -> dict[str, Any]:
         "test_loss": loss, "test_perplexity": math.exp(loss),
         "tokens_per_second": 22837.9, "train_seconds": 56.85 if dp else 46.27, "valid_loss": 2.84 if dp else 0.73,
         "variant": variant,
+        **({"secure_noise": False, "noise_secrecy": NOISE_SECRECY} if dp else {}),
     }
 
 
@@ -691,3 +696,11 @@ def test_group_privacy_labels_follow_delta_thresholds(tmp_path):
     row = re.search(r'<tr><td class="num">16</td>.*?</tr>', _section(html, "dp"), re.S).group(0)
     assert "0.305" in row and "weak (δ &gt; 0.001)" in row
     assert "meaningful" not in html
+
+
+def test_dp_section_states_what_epsilon_assumes_about_the_noise_seed(tmp_path):
+    html, _ = render(make_reports(tmp_path))
+    dp = _section(html, "dp")
+    escaped = NOISE_SECRECY.replace("<", "&lt;").replace(">", "&gt;")
+    assert dp.count(escaped) == 1  # the dp variant only, escaped like every text
+    assert NOISE_SECRECY not in html

@@ -531,7 +531,9 @@ def dp_sections(inputs: ReportInputs, params: Params) -> list[dict[str, Any]]:
         settings = params.train.variant(variant) if variant in params.train.variants else None
         audit = _dict(_dict(extract).get("empirical_epsilon"))
         eps, delta = measures.accountant_epsilon(train), measures.as_number(_dict(train).get("delta"))
+        secrecy = _dict(train).get("noise_secrecy")  # what the epsilon assumes about the noise seed
         out.append({"variant": variant, "epsilon": eps, "delta": delta, "audit": audit, "dp": eps is not None,
+                    "noise_secrecy": secrecy if isinstance(secrecy, str) else None,
                     "context": settings.model.context if settings else None, "bars": epsilon_bars(audit, eps),
                     "groups": group_rows(inputs, variant, eps, delta)})
     return out
