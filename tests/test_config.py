@@ -24,13 +24,9 @@ def test_params_are_frozen():
 
 
 def _with(path: str, value):
-    raw = copy.deepcopy(TINY_PARAMS)
-    node = raw
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-    return raw
+    from tests.test_faults import _set  # one dotted-key setter for the params tests
+
+    return _set(copy.deepcopy(TINY_PARAMS), path, value)
 
 
 BAD = [
