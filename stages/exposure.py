@@ -11,7 +11,7 @@ from canaryaudit.errors import DataError, ParamsError
 from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
 from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
-from canaryaudit.search import TreeUnsupported
+from canaryaudit.token_space import LossyTokenizer
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
 from canaryaudit.training.models import load_model_folder
@@ -34,12 +34,9 @@ def main(args) -> None:
             continue
         try:
             fmt_rows, summary = audit_format(model, tokenizer, fmt, group, params, str(device), rng)
-        except TreeUnsupported as exc:
-            if tokenizer.kind == "char":  # a char tokenizer always splits one symbol per token: the file is at fault
-                raise DataError(Path(args.model) / "tokenizer.json",
-                                f"lacks characters of the canary alphabets ({exc}); retrain the model") from None
-            raise ParamsError(f"train.variants.{args.variant}.tokenizer.kind: exposure needs one token per canary "
-                              f"symbol: {exc}") from None
+        except LossyTokenizer as exc:  # the model's tokenizer file cannot spell the canaries it was trained on
+            raise DataError(Path(args.model) / "tokenizer.json",
+                            f"cannot be used to measure exposure ({exc}); retrain the model") from None
         except ValueError as exc:
             raise ParamsError(f"exposure.references: {exc}") from None
         rows.extend(fmt_rows)

@@ -8,7 +8,7 @@ from torch import nn
 
 from canaryaudit.canaries import parse_format
 from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits
-from canaryaudit.search import NextTokenScorer, TreeUnsupported, canary_space, candidate_tokens, exact_rank, shortest_path
+from canaryaudit.search import NextTokenScorer, canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
 from canaryaudit.training.tokenizers import CharTokenizer
@@ -158,7 +158,7 @@ def test_prefix_reuse_matches_full_recompute(trained):
 def test_exact_rank_equals_brute_force(trained):
     model, tokenizer = trained
     space = canary_space(FORMAT, tokenizer)
-    assert space.size == 10_000 and space.depth == 5  # 4 digits and the dash
+    assert space.size == 10_000 and space.max_tokens == 5  # 4 digits and the dash
     fillings, px = brute_force(model, tokenizer)
     canary_px = px[fillings.index(CANARY)]
     result = exact_rank(NextTokenScorer(model, space.prefix_ids), space,
@@ -215,11 +215,3 @@ def test_shortest_path_budget():
     space = canary_space(FORMAT, tokenizer)
     result = shortest_path(NextTokenScorer(uniform, space.prefix_ids), space, 4, max_expansions=20)
     assert not result.within_budget and result.nodes_expanded <= 20
-
-
-def test_bpe_merging_digits_is_refused():
-    from canaryaudit.training.tokenizers import BpeTokenizer
-
-    bpe = BpeTokenizer.train(["my pin is 48-21 " * 50, "12 34 56 78 90 " * 50], vocab_size=300)
-    with pytest.raises(TreeUnsupported):
-        canary_space(parse_format("n", "my pin is {d}x2-{d}x2", {"d": "0123456789"}), bpe)

@@ -27,14 +27,15 @@ from canaryaudit.exposure import (
     interpolation_saturated,
 )
 from canaryaudit.scoring import NextTokenScorer, score_candidates
-from canaryaudit.search import (
-    CanarySpace,
-    ExtractionResult,
-    RankResult,
+from canaryaudit.search import ExtractionResult, RankResult, exact_rank, shortest_path
+from canaryaudit.token_space import (
+    Context,
+    SearchUnsupported,
+    TokenSpace,
     canary_space,
-    exact_rank,
-    shortest_path,
-    tokens_follow_tree,
+    check_lossless,
+    counted_tokens,
+    format_context,
 )
 from canaryaudit.training.tokenizers import Tokenizer
 
@@ -59,16 +60,6 @@ def sample_references(fmt: CanaryFormat, count: int, exclude: set[str], rng: ran
     return out
 
 
-def _tokens(space: CanarySpace, tokenizer: Tokenizer, fmt: CanaryFormat, fillings: Sequence[Sequence[str]]) -> np.ndarray:
-    rows = []
-    for draws in fillings:
-        ids = tokenizer.encode(fmt.render(draws))
-        if not tokens_follow_tree(space, ids):
-            raise ValueError(f"format {fmt.name!r}: a candidate does not tokenize position by position")
-        rows.append(ids[len(space.prefix_ids) :])
-    return np.array(rows, dtype=np.int64).reshape(len(rows), space.depth)
-
-
 EXTRACTION_DEFINITION = (
     "a canary is extracted when the shortest-path search (Secret Sharer 8.1) ranks it among the top K "
     "likeliest fillings of its format, K = exposure.extraction.top_k or, by default, the number of canaries "
@@ -81,7 +72,7 @@ EXTRACTION_DEFINITION = (
 class FormatScores:
     """Px (bits, the model's dtype, one scoring call) of a format's canaries and references, and the estimators."""
 
-    canary_tokens: np.ndarray
+    canary_tokens: list[tuple[int, ...]]  # canonical counted tokens (lengths vary under a BPE)
     canary_px: np.ndarray
     reference_px: np.ndarray
     interpolation: np.ndarray
@@ -92,20 +83,21 @@ class FormatScores:
     fit: SkewNormalFit
 
 
-def score_format(scorer: NextTokenScorer, space: CanarySpace, tokenizer: Tokenizer, fmt: CanaryFormat,
+def score_format(scorer: NextTokenScorer, context: Context, tokenizer: Tokenizer, fmt: CanaryFormat,
                  canaries: Sequence[dict[str, Any]], references: Sequence[Sequence[str]]) -> FormatScores:
-    """Canaries and references scored in one call (one code path, so their Px are comparable)."""
-    canary_tokens = _tokens(space, tokenizer, fmt, [c["randomness"] for c in canaries])
-    all_px = score_candidates(scorer, np.concatenate([canary_tokens, _tokens(space, tokenizer, fmt, references)]),
-                              progress=True)
+    """Canaries and references scored in one call (one code path, so their Px are comparable):
+    each text's canonical tokens after the format's context (:mod:`canaryaudit.token_space`)."""
+    texts = [c["text"] for c in canaries] + [fmt.render(r) for r in references]
+    tokens = [counted_tokens(context, tokenizer, text) for text in texts]
+    all_px = score_candidates(scorer, tokens, progress=True)
     canary_px, ref_px = all_px[: len(canaries)], all_px[len(canaries) :]
     raw, fit = exposure_extrapolation(canary_px, ref_px)
     extrapolation, capped = cap_at_space(raw, fmt.log2_space_size)
-    return FormatScores(canary_tokens, canary_px, ref_px, np.asarray(exposure_interpolation(canary_px, ref_px)),
+    return FormatScores(tokens[: len(canaries)], canary_px, ref_px, np.asarray(exposure_interpolation(canary_px, ref_px)),
                         interpolation_saturated(canary_px, ref_px), extrapolation, capped, np.asarray(raw), fit)
 
 
-def exact_ranks(scorer: NextTokenScorer, space: CanarySpace, fmt: CanaryFormat, scores: FormatScores,
+def exact_ranks(scorer: NextTokenScorer, space: TokenSpace, fmt: CanaryFormat, scores: FormatScores,
                 params: ExposureParams) -> dict[int, RankResult | str]:
     """Exact rank per canary index, or a note saying why there is none (every canary gets one or the other)."""
     out: dict[int, RankResult | str] = {}
@@ -161,16 +153,33 @@ def audit_format(
     device: str,
     rng: random.Random,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows (one per canary of ``fmt``) and a summary of the format's search."""
-    space = canary_space(fmt, tokenizer)
-    scorer = NextTokenScorer(model, space.prefix_ids, params.batch_size, device, max_suffix=space.depth)
+    """Rows (one per canary of ``fmt``) and a summary of the format's search.
+
+    Every canary gets Px and both estimators; exact rank and extraction need the format's token
+    space, and where the tokenizer makes it unusable every row's note says why they were skipped.
+    """
+    check_lossless(fmt, tokenizer)
     references = sample_references(fmt, params.references, {c["text"] for c in canaries}, rng)
-    scores = score_format(scorer, space, tokenizer, fmt, canaries, references)
-    log.info("%s: %d canaries, %d references scored in %d model rows", fmt.name, len(canaries), len(references), scorer.rows)
-    ranks = exact_ranks(scorer, space, fmt, scores, params)
+    texts = [c["text"] for c in canaries] + [fmt.render(r) for r in references]
+    context = format_context(fmt, tokenizer, texts)
+    space: TokenSpace | None = None
+    unsupported = ""
+    try:
+        space = canary_space(fmt, tokenizer, texts, context)
+    except SearchUnsupported as exc:
+        unsupported = str(exc)
+        log.warning("%s: exact rank and extraction skipped, estimators only: %s", fmt.name, exc)
+    longest = space.max_tokens if space else max(len(tokenizer.encode(t)) for t in texts) - len(context.text_ids)
+    scorer = NextTokenScorer(model, context.ids, params.batch_size, device, max_suffix=longest)
+    scores = score_format(scorer, context, tokenizer, fmt, canaries, references)
+    log.info("%s: %d canaries, %d references scored", fmt.name, len(canaries), len(references))
+    if space is not None:
+        ranks = exact_ranks(scorer, space, fmt, scores, params)
+    else:
+        ranks = {i: f"not searched: {unsupported}" for i in range(len(canaries))}
     top_k = extraction_top_k(params, canaries)
     search = None
-    if params.extraction.enabled:
+    if params.extraction.enabled and space is not None:
         search = shortest_path(scorer, space, params.extraction.pop_batch, params.extraction.max_expansions,
                                top_k=top_k)
         log.info("%s: shortest path: %d iterations, %d expansions, %d rows in %.1f s, %d of top %d confirmed",
@@ -196,12 +205,25 @@ def audit_format(
             "extracted_top1": position == 1,
             "extraction_position": position,
         })
-    return rows, _format_summary(fmt, scores, scorer, search, top_k)
+    tokenization = _tokenization_summary(tokenizer, fmt, context, space, unsupported)
+    return rows, _format_summary(fmt, scores, scorer, search, top_k, tokenization)
+
+
+def _tokenization_summary(tokenizer: Tokenizer, fmt: CanaryFormat, context: Context, space: TokenSpace | None,
+                          unsupported: str) -> dict[str, Any]:
+    """How the format was tokenized: the context, the remainder of the prefix counted with the filling."""
+    out: dict[str, Any] = {"tokenizer": tokenizer.kind, "context_tokens": len(context.text_ids),
+                           "context_is_eos": not context.text_ids, "remainder": fmt.prefix[len(context.covered):],
+                           "searchable": space is not None, "reason": unsupported or None}
+    if space is not None:
+        out.update(one_token_sequence_per_filling=space.single_path, max_tokens=space.max_tokens)
+    return out
 
 
 def _format_summary(fmt: CanaryFormat, scores: FormatScores, scorer: NextTokenScorer,
-                    search: ExtractionResult | None, top_k: int) -> dict[str, Any]:
+                    search: ExtractionResult | None, top_k: int, tokenization: dict[str, Any]) -> dict[str, Any]:
     return {
+        "tokenization": tokenization,
         "space_size": fmt.space_size,
         "log2_space_size": fmt.log2_space_size,
         "references": len(scores.reference_px),
@@ -216,6 +238,7 @@ def _format_summary(fmt: CanaryFormat, scores: FormatScores, scorer: NextTokenSc
             "top_k": top_k, "confirmed": len(search.candidates), "unconfirmed_popped": search.unconfirmed,
             "iterations": search.iterations, "nodes_expanded": search.nodes_expanded, "model_rows": search.rows,
             "model_calls": search.calls, "seconds": search.seconds, "within_budget": search.within_budget,
+            "noncanonical_dropped": search.noncanonical,
             "top_px_bits": search.candidates[0][0] if search.candidates else None,
         },
     }

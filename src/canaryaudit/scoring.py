@@ -106,55 +106,73 @@ class NextTokenScorer:
         """Floating dtype of the model's weights (what the scores are computed in)."""
         return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
 
-    def exact_px(self, candidates: np.ndarray) -> np.ndarray:
-        """Px (bits) of candidate rows by :func:`exact_px_bits` (float64, full sequences, same prefix)."""
+    def exact_px(self, candidates: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+        """Px (bits) of candidates (rows, or sequences of any lengths) by :func:`exact_px_bits`
+        (float64, full sequences, same prefix)."""
         if self._model64 is None:
             self._model64 = float64_copy(self.model)
         self.exact_rows += len(candidates)
-        return exact_px_bits(self._model64, self.prefix[0].tolist(), candidates, self.batch_size, self.device)
+        prefix = self.prefix[0].tolist()
+        return by_length(candidates, lambda rows: exact_px_bits(self._model64, prefix, rows, self.batch_size,
+                                                                self.device))
 
     @torch.no_grad()
-    def log2_next(self, suffixes: np.ndarray) -> np.ndarray:
-        """[N, V] log2 next-token probabilities after prefix + each suffix row ([N, d] ints, d >= 0)."""
+    def log2_next(self, suffixes: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """[N, V] log2 next-token probabilities after prefix + each suffix row ([N, d] ints, d >= 0).
+
+        ``columns`` (token ids) keeps only those columns, [N, len(columns)], gathered on the device
+        (a 50k-token vocabulary would otherwise move 400 KB per row); the values are the same.
+        """
         n, d = suffixes.shape
+        width = self._root_log2.shape[0] if columns is None else len(columns)
         if d == 0:
-            return np.repeat(self._root_log2[None, :], n, axis=0)
-        out = np.empty((n, self._root_log2.shape[0]), dtype=np.float64)
+            root = self._root_log2 if columns is None else self._root_log2[columns]
+            return np.repeat(root[None, :], n, axis=0)
+        index = None if columns is None else torch.as_tensor(columns, dtype=torch.long, device=self.device)
+        out = np.empty((n, width), dtype=np.float64)
         for start in range(0, n, self.batch_size):
             chunk = torch.as_tensor(suffixes[start : start + self.batch_size], dtype=torch.long, device=self.device)
-            logits = self._last_logits(chunk)
-            out[start : start + len(chunk)] = (torch.log_softmax(logits.float(), -1) / LN2).cpu().numpy()
+            log2p = torch.log_softmax(self._last_logits(chunk).float(), -1) / LN2
+            out[start : start + len(chunk)] = (log2p if index is None else log2p[:, index]).cpu().numpy()
             self.calls += 1
             self.rows += len(chunk)
         return out
 
     @torch.no_grad()
-    def log2_next_ragged(self, suffixes: Sequence[Sequence[int]]) -> np.ndarray:
+    def log2_next_ragged(self, suffixes: Sequence[Sequence[int]],
+                         columns: Sequence[np.ndarray] | None = None) -> list[np.ndarray] | np.ndarray:
         """Like :meth:`log2_next` for suffixes of different lengths, in one forward pass per batch.
 
         Rows are right-padded; causal attention means padding never changes the
-        logits at a row's last real position, which is the one read.
+        logits at a row's last real position, which is the one read. With ``columns``
+        (token ids per row) each row keeps only its own columns and a list is returned.
         """
-        out = np.empty((len(suffixes), self._root_log2.shape[0]), dtype=np.float64)
+        out: list[np.ndarray] = []
         for start in range(0, len(suffixes), self.batch_size):
             chunk = suffixes[start : start + self.batch_size]
             lengths = np.array([len(s) for s in chunk])
             width = int(lengths.max())
             if width == 0:
-                out[start : start + len(chunk)] = self._root_log2
-                continue
-            padded = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, suffix in enumerate(chunk):
-                padded[row, : len(suffix)] = suffix
-            logits = self._all_logits(torch.as_tensor(padded, device=self.device))
-            index = torch.as_tensor(np.maximum(lengths - 1, 0), device=self.device)
-            last = logits[torch.arange(len(chunk), device=self.device), index]
-            log2p = (torch.log_softmax(last.float(), -1) / LN2).cpu().numpy()
-            log2p[lengths == 0] = self._root_log2
-            out[start : start + len(chunk)] = log2p
-            self.calls += 1
-            self.rows += len(chunk)
-        return out
+                log2p = torch.as_tensor(self._root_log2, device=self.device).expand(len(chunk), -1)
+            else:
+                padded = np.zeros((len(chunk), width), dtype=np.int64)
+                for row, suffix in enumerate(chunk):
+                    padded[row, : len(suffix)] = suffix
+                logits = self._all_logits(torch.as_tensor(padded, device=self.device))
+                index = torch.as_tensor(np.maximum(lengths - 1, 0), device=self.device)
+                last = logits[torch.arange(len(chunk), device=self.device), index]
+                log2p = torch.log_softmax(last.float(), -1) / LN2
+                root = torch.as_tensor(self._root_log2, device=self.device, dtype=log2p.dtype)
+                log2p[torch.as_tensor(lengths == 0, device=self.device)] = root
+                self.calls += 1
+                self.rows += len(chunk)
+            for row in range(len(chunk)):
+                if columns is None:
+                    out.append(log2p[row].cpu().numpy().astype(np.float64))
+                else:
+                    cols = torch.as_tensor(columns[start + row], dtype=torch.long, device=self.device)
+                    out.append(log2p[row, cols].cpu().numpy().astype(np.float64))
+        return out if columns is not None else np.array(out, dtype=np.float64).reshape(len(suffixes), -1)
 
     @torch.no_grad()
     def sequence_px(self, candidates: np.ndarray) -> np.ndarray:
@@ -237,6 +255,24 @@ def exact_px_bits(model64: nn.Module, prefix_ids: Sequence[int], candidates: np.
     return out
 
 
+def by_length(sequences: np.ndarray | Sequence[Sequence[int]], score) -> np.ndarray:
+    """``score`` applied to the sequences grouped by length ([n, d] arrays), results in input order.
+
+    Under a BPE the candidates of one format take different numbers of tokens; each group is
+    scored as one rectangular batch (the character tokenizer gives one group, as before).
+    """
+    if isinstance(sequences, np.ndarray) and sequences.ndim == 2:
+        return score(sequences.astype(np.int64, copy=False)) if len(sequences) else np.zeros(0)
+    out = np.empty(len(sequences), dtype=np.float64)
+    groups: dict[int, list[int]] = {}
+    for i, seq in enumerate(sequences):
+        groups.setdefault(len(seq), []).append(i)
+    for length, members in sorted(groups.items()):
+        rows = np.array([list(sequences[i]) for i in members], dtype=np.int64).reshape(len(members), length)
+        out[members] = score(rows)
+    return out
+
+
 def path_px(scorer: NextTokenScorer, tokens: Sequence[int]) -> float:
     """Px (bits) of one candidate's tokens after the prefix, scored position by position."""
     tokens = list(tokens)
@@ -246,14 +282,21 @@ def path_px(scorer: NextTokenScorer, tokens: Sequence[int]) -> float:
     return float(cost)
 
 
-def score_candidates(scorer: NextTokenScorer, candidates: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Px (bits) of every row of ``candidates``, by the cheaper of the two evaluations.
+def score_candidates(scorer: NextTokenScorer, candidates: np.ndarray | Sequence[Sequence[int]],
+                     progress: bool = False) -> np.ndarray:
+    """Px (bits) of every candidate (rows, or sequences of any lengths), by the cheaper of two evaluations.
 
     Tree: each distinct k-token prefix is one row of k tokens (wins when
     candidates share prefixes, e.g. enumerating a subtree). Flat: each candidate
     is one row of D tokens (wins for scattered random candidates).
     """
+    return by_length(candidates, lambda rows: _score_rows(scorer, rows, progress))
+
+
+def _score_rows(scorer: NextTokenScorer, candidates: np.ndarray, progress: bool) -> np.ndarray:
     n, depth = candidates.shape
+    if depth == 0:
+        return np.zeros(n, dtype=np.float64)
     tree_tokens = sum(k * len(np.unique(candidates[:, :k], axis=0)) for k in range(1, depth))
     if tree_tokens < n * depth:
         return score_tree(scorer, candidates, progress)

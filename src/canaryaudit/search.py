@@ -1,7 +1,7 @@
-"""The randomness tree of a canary format, exact rank by pruned search, and shortest-path extraction.
+"""Exact rank by pruned search, and shortest-path extraction, over a format's token space.
 
-Px is in bits (sum of -log2 Pr(token | context) over the tokens after the
-prefix); lower = more likely = more exposed. Every edge weight is >= 0, so a
+Px is in bits (sum of -log2 Pr(token | context) over the counted tokens, see
+:mod:`canaryaudit.token_space`); lower = more likely = more exposed. Every edge weight is >= 0, so a
 partial candidate already heavier than a threshold can be cut with its whole
 subtree (exact rank), and Dijkstra's order pops candidates by Px (extraction).
 Hand-written: no library searches a language model's token tree.
@@ -22,70 +22,24 @@ import torch
 
 from canaryaudit.canaries import CanaryFormat
 from canaryaudit.scoring import NextTokenScorer, path_px
+from canaryaudit.token_space import SearchUnsupported, TokenSpace, canary_space
 from canaryaudit.training.tokenizers import Tokenizer
+
+__all__ = ["SearchUnsupported", "TokenSpace", "canary_space", "candidate_tokens", "exact_rank", "shortest_path",
+           "pruning_tolerance_bits", "NextTokenScorer"]
 
 log = logging.getLogger("canaryaudit.search")
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines of a long search
 
 
-class TreeUnsupported(ValueError):
-    """The format's holes do not map to single tokens under this tokenizer (e.g. BPE merges digits)."""
-
-
-@dataclass(frozen=True)
-class CanarySpace:
-    """Token-level view of a format: after the prefix, each position allows a set of token ids.
-
-    A hole position allows one token per alphabet symbol; a literal position
-    (e.g. the dashes of an SSN) allows exactly one token.
-    """
-
-    prefix_ids: tuple[int, ...]
-    options: tuple[tuple[int, ...], ...]
-
-    @property
-    def depth(self) -> int:
-        return len(self.options)
-
-    @property
-    def size(self) -> int:
-        return math.prod(len(o) for o in self.options)
-
-
-def canary_space(fmt: CanaryFormat, tokenizer: Tokenizer) -> CanarySpace:
-    """The token tree of ``fmt``; raises TreeUnsupported unless every symbol is one token and
-    the format tokenizes position by position (always true for the character tokenizer)."""
-    prefix_ids = tuple(tokenizer.encode(fmt.prefix))
-    options: list[tuple[int, ...]] = []
-    for hole, literal in zip(fmt.holes, fmt.literals[1:]):
-        encoded = [tokenizer.encode(symbol) for symbol in hole]
-        if any(len(e) != 1 for e in encoded) or len({e[0] for e in encoded}) != len(hole):
-            raise TreeUnsupported(f"format {fmt.name!r}: alphabet symbols are not single distinct tokens")
-        options.append(tuple(e[0] for e in encoded))
-        options.extend((t,) for t in tokenizer.encode(literal))
-    space = CanarySpace(prefix_ids, tuple(options))
-    # A BPE may merge adjacent symbols ("48" as one token): check fillings spread over R.
-    probes = sorted({(k * fmt.space_size) // 256 for k in range(256)})
-    for index in probes:
-        draws = fmt.fill_from_index(index)
-        if not tokens_follow_tree(space, tokenizer.encode(fmt.render(draws))):
-            raise TreeUnsupported(f"format {fmt.name!r}: the tokenizer does not split it position by position")
-    return space
-
-
-def tokens_follow_tree(space: CanarySpace, token_ids: Sequence[int]) -> bool:
-    """Whether a full token sequence is the prefix then one allowed token per position."""
-    n = len(space.prefix_ids)
-    return (
-        tuple(token_ids[:n]) == space.prefix_ids
-        and len(token_ids) == n + space.depth
-        and all(t in allowed for t, allowed in zip(token_ids[n:], space.options))
-    )
-
-
-def candidate_tokens(space: CanarySpace, fmt: CanaryFormat, draws: Sequence[str], tokenizer: Tokenizer) -> list[int]:
-    """Token ids after the prefix for the filling ``draws``."""
-    return tokenizer.encode(fmt.render(draws))[len(space.prefix_ids) :]
+def candidate_tokens(space: TokenSpace, fmt: CanaryFormat, draws: Sequence[str], tokenizer: Tokenizer) -> list[int]:
+    """Canonical token ids after the context for the filling ``draws``; SearchUnsupported if they leave the space."""
+    text = fmt.render(draws)
+    tokens = space.tokens_of(text)
+    if tokens is None:
+        raise SearchUnsupported(f"format {fmt.name!r}: the {tokenizer.kind} tokenizer's encoding of a candidate "
+                                "does not fit the format's token space (its context differs)")
+    return list(tokens)
 
 
 # ---------------------------------------------------------------- exact rank
@@ -114,21 +68,24 @@ class RankResult:
     message: str = ""
     rescored: int = 0  # candidates rescored in float64 (the survivors within the slack of the canary)
     max_float_error: float = 0.0  # bits: largest |search Px - float64 Px| among the rescored
+    noncanonical: int = 0  # complete token sequences within the slack dropped as non-canonical spellings
 
     @property
     def exact(self) -> bool:
         return self.rank is not None
 
 
-def exact_rank(scorer: NextTokenScorer, space: CanarySpace, canary: Sequence[int], max_rows: int,
+def exact_rank(scorer: NextTokenScorer, space: TokenSpace, canary: Sequence[int], max_rows: int,
                tolerance: float | None = None) -> RankResult:
-    """Number of candidates with Px <= the canary's (ties count against it), equal to brute force.
+    """Number of fillings with Px <= the canary's (ties count against it), equal to brute force.
 
     Two passes over one definition of Px (float64, full sequence: ``scorer.exact_px``):
-    1. a pruned breadth-first search in the model's own dtype keeps every candidate whose
-       search Px is within ``tolerance`` bits of the canary's (default
-       :func:`pruning_tolerance_bits`); a partial candidate above that is cut with its
-       subtree, which is safe because every edge weight is >= 0;
+    1. a pruned breadth-first search over token sequences, level by level in the model's
+       own dtype, keeps every complete sequence whose search Px is within ``tolerance`` bits
+       of the canary's (default :func:`pruning_tolerance_bits` over ``space.max_tokens``);
+       a partial sequence above that is cut with its subtree, which is safe because every
+       edge weight is >= 0. Complete sequences that are not the tokenizer's canonical
+       encoding of their text are dropped: each filling is counted once, by its canonical Px;
     2. survivors more than ``tolerance`` below the canary are counted as likelier; the band
        within ``tolerance`` of it (the canary included) is rescored in float64 and counted with <=.
     The slack must exceed the float error of pass 1: it is checked on every rescored candidate,
@@ -137,56 +94,81 @@ def exact_rank(scorer: NextTokenScorer, space: CanarySpace, canary: Sequence[int
     """
     started = time.perf_counter()
     rows_before, calls_before = scorer.rows, scorer.calls
-    tolerance = pruning_tolerance_bits(scorer.dtype, space.depth) if tolerance is None else tolerance
-    canary_row = np.asarray(canary, dtype=np.int64).reshape(1, space.depth)
-    search_px = path_px(scorer, canary)
+    tolerance = pruning_tolerance_bits(scorer.dtype, space.max_tokens) if tolerance is None else tolerance
+    canary_tokens = tuple(int(t) for t in canary)
+    search_px = path_px(scorer, canary_tokens)
     threshold = search_px + tolerance
+    expanded = 0
 
     def result(rank: int | None, canary_px: float, message: str = "", **extra) -> RankResult:
         return RankResult(rank, canary_px, scorer.rows - rows_before, scorer.calls - calls_before, expanded,
                           time.perf_counter() - started, message, **extra)
 
     frontier = np.zeros((1, 0), dtype=np.int64)
+    states = np.zeros(1, dtype=np.int64)
     px = np.zeros(1, dtype=np.float64)
-    expanded = 0
-    for depth, options in enumerate(space.options):
+    leaves: list[tuple[tuple[int, ...], float]] = []
+    for depth in range(space.max_tokens):
+        if len(frontier) == 0:
+            break
         if scorer.rows - rows_before + len(frontier) > max_rows:
-            return result(None, float(scorer.exact_px(canary_row)[0]),
+            return result(None, float(scorer.exact_px([canary_tokens])[0]),
                           f"stopped at depth {depth}: {len(frontier)} open prefixes exceed the budget of {max_rows} rows")
-        log2p = scorer.log2_next(frontier)
-        expanded += len(frontier)
         log.debug("exact rank: depth %d, %d open prefixes, %d rows so far", depth, len(frontier), scorer.rows - rows_before)
-        option_ids = np.array(options, dtype=np.int64)
-        child_px = px[:, None] - log2p[:, option_ids]  # [n, k]
-        keep_node, keep_option = np.nonzero(child_px <= threshold)
-        frontier = np.concatenate([frontier[keep_node], option_ids[keep_option][:, None]], axis=1)
-        px = child_px[keep_node, keep_option]
-    return _count_survivors(scorer, frontier, px, canary_row, search_px, tolerance, result)
+        expanded += len(frontier)
+        frontier, states, px = _expand_level(scorer, space, frontier, states, px, threshold, leaves)
+    return _count_survivors(scorer, space, leaves, canary_tokens, search_px, tolerance, result)
 
 
-def _count_survivors(scorer: NextTokenScorer, frontier: np.ndarray, px: np.ndarray, canary_row: np.ndarray,
-                     search_px: float, tolerance: float, result) -> RankResult:
-    """Rank from the search's survivors: clear wins counted, the band around the canary rescored in float64.
+def _expand_level(scorer: NextTokenScorer, space: TokenSpace, frontier: np.ndarray, states: np.ndarray,
+                  px: np.ndarray, threshold: float, leaves: list[tuple[tuple[int, ...], float]]):
+    """Children of one level within ``threshold`` bits: complete ones appended to ``leaves``, the rest returned."""
+    next_tokens, next_states, next_px = [], [], []
+    for state in np.unique(states):
+        rows = np.nonzero(states == state)[0]
+        ids, targets = space.moves(int(state))
+        if len(ids) == 0:
+            continue
+        child_px = px[rows, None] - scorer.log2_next(frontier[rows], columns=ids)  # [rows, moves]
+        keep_row, keep_move = np.nonzero(child_px <= threshold)
+        tokens = np.concatenate([frontier[rows][keep_row], ids[keep_move][:, None]], axis=1)
+        child_states, child = targets[keep_move], child_px[keep_row, keep_move]
+        done = np.array([space.accepting(int(t)) for t in child_states], dtype=bool)
+        leaves.extend((tuple(int(t) for t in row), float(v)) for row, v in zip(tokens[done], child[done]))
+        live = np.array([len(space.moves(int(t))[0]) > 0 for t in child_states], dtype=bool)
+        next_tokens.append(tokens[live])
+        next_states.append(child_states[live])
+        next_px.append(child[live])
+    if not next_tokens:
+        return np.zeros((0, frontier.shape[1] + 1), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(next_tokens), np.concatenate(next_states), np.concatenate(next_px)
+
+
+def _count_survivors(scorer: NextTokenScorer, space: TokenSpace, leaves: list[tuple[tuple[int, ...], float]],
+                     canary: tuple[int, ...], search_px: float, tolerance: float, result) -> RankResult:
+    """Rank from the search's canonical survivors: clear wins counted, the band around the canary rescored in float64.
 
     A survivor whose search Px is more than ``tolerance`` below the canary's is likelier under any
     float error below tolerance / 2, so it is counted as is; the band within ``tolerance`` of the
     canary (the canary itself included) is rescored by ``scorer.exact_px`` and compared with <=.
     """
-    band = np.nonzero(px >= search_px - tolerance)[0]
-    at = np.nonzero((frontier[band] == canary_row).all(axis=1))[0]
-    if len(at) == 0:  # the canary itself was cut: its float error exceeded the whole slack
-        return result(None, float(scorer.exact_px(canary_row)[0]), f"the canary's own search Px left the pruning "
-                      f"slack of {tolerance:.3g} bits: rank not trusted (pass a larger tolerance)")
+    canonical = [(tokens, value) for tokens, value in leaves if space.canonical(tokens)]
+    dropped = len(leaves) - len(canonical)
+    band = [(tokens, value) for tokens, value in canonical if value >= search_px - tolerance]
+    at = next((i for i, (tokens, _) in enumerate(band) if tokens == canary), None)
+    if at is None:  # the canary itself was cut: its float error exceeded the whole slack
+        return result(None, float(scorer.exact_px([canary])[0]), f"the canary's own search Px left the pruning "
+                      f"slack of {tolerance:.3g} bits: rank not trusted (pass a larger tolerance)", noncanonical=dropped)
     # The canary's Px is read from the same rescoring call as the band (not a row of its own):
     # a row's float64 result can depend on its place in the batch by ~1e-16, enough to flip "<=" on itself.
-    band_px = scorer.exact_px(frontier[band])
-    canary_px = float(band_px[at[0]])
-    error = float(np.abs(px[band] - band_px).max())
-    extra = {"rescored": len(band), "max_float_error": error}
+    band_px = scorer.exact_px([tokens for tokens, _ in band])
+    canary_px = float(band_px[at])
+    error = float(np.abs(np.array([value for _, value in band]) - band_px).max())
+    extra = {"rescored": len(band), "max_float_error": error, "noncanonical": dropped}
     if error > tolerance / 2:
         return result(None, canary_px, f"float error {error:.3g} bits exceeds half the pruning slack "
                       f"{tolerance:.3g} bits: rank not trusted (pass a larger tolerance)", **extra)
-    clear_wins = len(frontier) - len(band)
+    clear_wins = len(canonical) - len(band)
     return result(clear_wins + int((band_px <= canary_px).sum()), canary_px, **extra)
 
 # ---------------------------------------------------------------- shortest-path extraction
@@ -204,6 +186,7 @@ class ExtractionResult:
     top_k: int = 1
     unconfirmed: int = 0  # complete fillings popped but not confirmed when the budget ran out
     top_is_canary: bool | None = None
+    noncanonical: int = 0  # complete sequences dropped as non-canonical spellings of a filling
 
     def position(self, tokens: Sequence[int]) -> int | None:
         """1-based position of a filling among the confirmed best, or None if it is not among them."""
@@ -211,14 +194,16 @@ class ExtractionResult:
         return next((i for i, (_px, c) in enumerate(self.candidates, 1) if c == wanted), None)
 
 
-def shortest_path(scorer: NextTokenScorer, space: CanarySpace, pop_batch: int, max_expansions: int,
+def shortest_path(scorer: NextTokenScorer, space: TokenSpace, pop_batch: int, max_expansions: int,
                   canary: Sequence[int] | None = None, top_k: int = 1) -> ExtractionResult:
     """Secret Sharer 8.1 generalised to the ``top_k`` likeliest fillings: Dijkstra over partial
-    candidates, popping ``pop_batch`` nodes per model call.
+    token sequences, popping ``pop_batch`` nodes per model call.
 
-    A popped complete filling is *confirmed* once no open node is lighter (edge weights are
+    A popped complete sequence is *confirmed* once no open node is lighter (edge weights are
     >= 0, so nothing still in the heap can lead to a lighter filling); confirmed fillings are
-    in exact Px order, so their positions are ranks among all of R (up to float ties). The
+    in exact Px order, so their positions are ranks among all of R (up to float ties). A
+    complete sequence that is not the tokenizer's canonical encoding of its text is a second
+    spelling of a filling, not a filling: it is dropped when it would be confirmed. The
     search ends when ``top_k`` fillings are confirmed, or (``within_budget`` False) after
     ``max_expansions`` node expansions, returning the fillings confirmed so far.
     """
@@ -227,10 +212,10 @@ def shortest_path(scorer: NextTokenScorer, space: CanarySpace, pop_batch: int, m
     started = time.perf_counter()
     rows_before, calls_before = scorer.rows, scorer.calls
     counter = itertools.count()  # tie-breaker: equal Px pops in insertion order (deterministic)
-    heap: list[tuple[float, int, tuple[int, ...]]] = [(0.0, next(counter), ())]
-    pending: list[tuple[float, int, tuple[int, ...]]] = []  # popped complete fillings not yet confirmed
+    heap: list[tuple[float, int, tuple[int, ...], int]] = [(0.0, next(counter), (), 0)]
+    pending: list[tuple[float, int, tuple[int, ...]]] = []  # popped complete sequences not yet confirmed
     confirmed: list[tuple[float, tuple[int, ...]]] = []
-    iterations = expanded = 0
+    iterations = expanded = dropped = 0
     within_budget = True
     next_report = started + PROGRESS_EVERY_S
     while len(confirmed) < top_k and (heap or pending):
@@ -242,24 +227,29 @@ def shortest_path(scorer: NextTokenScorer, space: CanarySpace, pop_batch: int, m
         popped = [heapq.heappop(heap) for _ in range(min(pop_batch, len(heap)))]
         iterations += 1
         internal = []
-        for entry in popped:
-            (heapq.heappush(pending, entry) if len(entry[2]) == space.depth else internal.append(entry))
+        for node_px, order, tokens, state in popped:
+            if space.accepting(state):
+                heapq.heappush(pending, (node_px, order, tokens))
+            if len(space.moves(state)[0]):
+                internal.append((node_px, tokens, state))
         if internal:
             if expanded + len(internal) > max_expansions:
                 within_budget = False
                 break
-            log2p = scorer.log2_next_ragged([tokens for _, _, tokens in internal])  # one call for mixed depths
+            moves = [space.moves(state) for _, _, state in internal]
+            log2p = scorer.log2_next_ragged([tokens for _, tokens, _ in internal], [ids for ids, _ in moves])
             expanded += len(internal)
-            for (node_px, _, tokens), row in zip(internal, log2p):
-                options = space.options[len(tokens)]
-                costs = node_px - row[list(options)]
-                for option, cost in zip(options, costs.tolist()):
-                    heapq.heappush(heap, (cost, next(counter), tokens + (option,)))
+            for (node_px, tokens, _), (ids, targets), row in zip(internal, moves, log2p):
+                for option, target, cost in zip(ids.tolist(), targets.tolist(), (node_px - row).tolist()):
+                    heapq.heappush(heap, (cost, next(counter), tokens + (option,), target))
         lightest_open = heap[0][0] if heap else math.inf
         while pending and pending[0][0] <= lightest_open and len(confirmed) < top_k:
             leaf_px, _, tokens = heapq.heappop(pending)
-            confirmed.append((leaf_px, tokens))
+            if space.canonical(tokens):
+                confirmed.append((leaf_px, tokens))
+            else:
+                dropped += 1
     top = None if canary is None or not confirmed else confirmed[0][1] == tuple(int(t) for t in canary)
     return ExtractionResult(confirmed, iterations, expanded, scorer.rows - rows_before, scorer.calls - calls_before,
                             time.perf_counter() - started, within_budget and len(confirmed) >= min(top_k, space.size),
-                            top_k, len(pending), top)
+                            top_k, len(pending), top, dropped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stre
 from canaryaudit.training.loop import TrainResult
 from canaryaudit.training.models import ModelSpec, build_model, count_parameters, hf_path, load_pretrained
 from canaryaudit.training.tokenizers import Tokenizer, TokenizerOptions, build_tokenizer
+
+log = logging.getLogger("canaryaudit.train")
 
 PRIVACY_UNIT = (
     "one training sequence: a chunk of {context} consecutive tokens of the training token stream, "
@@ -68,28 +71,29 @@ def prepare_data(
 
 
 def check_searchable(formats: Sequence[CanaryFormat], tokenizer: Tokenizer, key: str) -> None:
-    """Refuse, before training, a tokenizer the exposure stage cannot search canaries with.
+    """Refuse, before training, a tokenizer that cannot spell the canaries; warn when exact rank is out of reach.
 
-    Exposure walks a tree of one token per canary symbol (``canaryaudit.search.canary_space``);
-    a BPE that merges symbols, or a char tokenizer that never saw a symbol in the training data
-    (it becomes <unk>), would fail there, after every model is trained.
+    A symbol the tokenizer cannot spell (the char tokenizer never saw it in the training data,
+    so it becomes <unk>) makes distinct fillings identical: no exposure could be measured, so it
+    is refused here rather than after every model is trained. A format whose token space cannot
+    be searched under this tokenizer (``canaryaudit.token_space``) still gets both estimators;
+    exact rank and extraction are then skipped with the reason, which is logged now.
     """
-    from canaryaudit.search import TreeUnsupported, canary_space
+    from canaryaudit.token_space import LossyTokenizer, SearchUnsupported, canary_space, check_lossless
 
     for fmt in formats:
         try:
-            canary_space(fmt, tokenizer)
-        except TreeUnsupported as exc:
+            check_lossless(fmt, tokenizer)
+        except LossyTokenizer as exc:
             if tokenizer.kind == "char":
-                unseen = sorted({s for hole in fmt.holes for s in hole if tokenizer.encode(s) == [1]})
-                raise ParamsError(
-                    f"canaries.alphabets: symbols {unseen[:10]} of format {fmt.name!r} never occur in the "
-                    f"training data, so the char tokenizer of {key} has no token for them ({exc})"
-                ) from None
-            raise ParamsError(
-                f"{key}.tokenizer.kind: the {tokenizer.kind} tokenizer does not keep each canary symbol one token, "
-                f"which exposure needs ({exc}); use kind: char, or symbols the tokenizer keeps whole"
-            ) from None
+                raise ParamsError(f"canaries.alphabets: symbols of format {fmt.name!r} never occur in the "
+                                  f"training data, so the char tokenizer of {key} has no token for them ({exc})") from None
+            raise ParamsError(f"{key}.tokenizer.kind: {exc}; use symbols the tokenizer can spell") from None
+        try:
+            canary_space(fmt, tokenizer)
+        except SearchUnsupported as exc:
+            log.warning("%s: exposure of format %r will have estimators only, no exact rank or extraction: %s",
+                        key, fmt.name, exc)
 
 
 def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer) -> tuple[nn.Module, ModelSpec]:
