@@ -56,13 +56,13 @@ def check_model(folder: Path, digits: int, near_ties: int, quantiles: int, max_r
     brute64 = log_perplexity_bits(float64_copy(model), tokenizer, fmt.prefix, texts, batch_size=2048)
     brute_seconds = time.perf_counter() - started
     rows = np.array([candidate_tokens(space, fmt, f, tokenizer) for f in fillings])
-    scorer32 = NextTokenScorer(model, space.prefix_ids, batch_size=2048, max_suffix=space.depth)
+    scorer32 = NextTokenScorer(model, space.prefix_ids, batch_size=2048, max_suffix=space.max_tokens)
     brute32 = score_candidates(scorer32, rows)
     probes = probe_indices(brute64, near_ties, quantiles)
     results, mismatches = [], 0
     for kind, indices in probes.items():
         for index in indices:
-            scorer = NextTokenScorer(model, space.prefix_ids, batch_size=1024, max_suffix=space.depth)
+            scorer = NextTokenScorer(model, space.prefix_ids, batch_size=1024, max_suffix=space.max_tokens)
             started = time.perf_counter()
             rank = exact_rank(scorer, space, rows[index], max_rows=max_rows)
             seconds = time.perf_counter() - started

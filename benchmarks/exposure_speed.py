@@ -49,17 +49,19 @@ def main() -> None:
     tokenizer = load_tokenizer(Path(args.model))
     space = canary_space(fmt, tokenizer)
     canaries = [c for c in read_jsonl(args.canaries) if c["format"] == fmt.name and c["insertions"] > 0]
-    probe = NextTokenScorer(model, space.prefix_ids, max_suffix=space.depth)
+    probe = NextTokenScorer(model, space.prefix_ids, max_suffix=space.max_tokens)
     tokens = {c["canary_id"]: candidate_tokens(space, fmt, c["randomness"], tokenizer) for c in canaries}
     best = min(canaries, key=lambda c: probe.sequence_px(np.array([tokens[c["canary_id"]]]))[0])
     canary = tokens[best["canary_id"]]
 
     # 1. a dense 10^4 subtree: the canary's first depth-4 tokens fixed, the last 4 positions enumerated
-    fixed = canary[: space.depth - 4]
-    grid = np.array(np.meshgrid(*[space.options[k] for k in range(space.depth - 4, space.depth)], indexing="ij"))
+    fixed = canary[: space.max_tokens - 4]
+    # the char tokenizer: one token per position, so position k allows the moves of the state after k tokens
+    options = [space.moves(space.walk(canary[:k]))[0] for k in range(space.max_tokens - 4, space.max_tokens)]
+    grid = np.array(np.meshgrid(*options, indexing="ij"))
     tails = grid.reshape(4, -1).T
     candidates = np.concatenate([np.tile(fixed, (len(tails), 1)), tails], axis=1)
-    scorer = NextTokenScorer(model, space.prefix_ids, batch_size=params.exposure.batch_size, max_suffix=space.depth)
+    scorer = NextTokenScorer(model, space.prefix_ids, batch_size=params.exposure.batch_size, max_suffix=space.max_tokens)
     start = time.perf_counter()
     tree_px = score_tree(scorer, candidates)
     tree_s = time.perf_counter() - start
@@ -71,14 +73,14 @@ def main() -> None:
     full_s = time.perf_counter() - start
 
     # 2. exact rank in the full space
-    rank = exact_rank(NextTokenScorer(model, space.prefix_ids, params.exposure.batch_size, max_suffix=space.depth),
+    rank = exact_rank(NextTokenScorer(model, space.prefix_ids, params.exposure.batch_size, max_suffix=space.max_tokens),
                       space, canary, max_rows=params.exposure.exact_rank.max_rows)
 
     # 3. shortest path, one pop per call (capped) vs the configured batch
     runs = {}
     for pop in (1, params.exposure.extraction.pop_batch):
         budget = params.exposure.extraction.max_expansions if pop > 1 else min(5_000, params.exposure.extraction.max_expansions)
-        search = shortest_path(NextTokenScorer(model, space.prefix_ids, params.exposure.batch_size, max_suffix=space.depth),
+        search = shortest_path(NextTokenScorer(model, space.prefix_ids, params.exposure.batch_size, max_suffix=space.max_tokens),
                                space, pop, budget, canary=canary)
         runs[str(pop)] = {"iterations": search.iterations, "nodes_expanded": search.nodes_expanded,
                           "model_calls": search.calls, "seconds": search.seconds,

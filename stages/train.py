@@ -19,6 +19,7 @@ from canaryaudit.training.pipeline import (
     loss_series,
     model_card,
     prepare_data,
+    save_lora_adapter,
     settings_hash,
     train_report,
 )
@@ -37,7 +38,7 @@ def main(args) -> None:
     data = prepare_data(settings, train_texts, _texts(args.valid), _texts(args.test))
     # Before any training: what the exposure stage will need of this tokenizer (BPE may merge symbols).
     check_searchable(params.canaries.parsed_formats(), data.tokenizer, key)
-    model, spec = build_variant_model(settings, data.tokenizer)
+    model, spec = build_variant_model(settings, data.tokenizer, key)
     log.info("%s: %s with %d parameters, %d training sequences of %d tokens, DP %s", args.variant, spec.arch,
              count_parameters(model), len(data.train), spec.context, "on" if settings.dp.enabled else "off")
 
@@ -73,6 +74,7 @@ def _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, r
     with atomic_folder(args.out) as out:  # all or nothing: a full disk leaves no half model folder
         save_model_folder(result.model, spec, out)
         data.tokenizer.save(out)
+        save_lora_adapter(result, out)  # models/V/adapter/ for an hf:PATH LoRA fine-tune
         write_json(out / "card.json", card)
     report = train_report(args.variant, result, count_parameters(result.model), settings)
     write_json(args.report, report)

@@ -327,24 +327,36 @@ def test_static_rules_are_in_params_check(tmp_path, capsys, dotted, value, messa
 
 
 def test_word_alphabet_with_the_char_tokenizer(tmp_path, capsys):
+    """Words spelled letter by letter are searched like any multi-token symbol (token_space)."""
+    from canaryaudit.search import canary_space
+    from canaryaudit.training.tokenizers import CharTokenizer
+
     raw = tiny(canaries__alphabets={"d": "0123456789", "w": ["apple", "pear", "plum"]})
     raw["canaries"]["formats"].append({"name": "fruit", "template": "my fruit is {w}x6"})
     path = write_params(tmp_path / "p.yaml", raw)
     code, out = cli_run(capsys, "params", "check", "--params", str(path))
-    assert code == 2 and "canaries.alphabets.w: symbol 'apple' is 5 characters" in out
+    assert code == 0, out
+    fruit = next(f for f in parse_params(raw).canaries.parsed_formats() if f.name == "fruit")
+    space = canary_space(fruit, CharTokenizer.train(["my fruit is apple pear plum"]))
+    assert space.max_tokens == 6 * len("apple") and space.single_path  # one token a letter, one spelling a filling
 
 
-def test_bpe_that_splits_symbols_is_refused_before_training():
+def test_tokenizer_checks_before_training_refuse_only_lossy_tokenizers(caplog):
+    """A BPE that splits words into pieces is audited (exposure under any tokenizer); a tokenizer
+    that cannot spell a symbol at all is refused before any model is trained."""
+    import logging
+
     from canaryaudit.canaries import parse_format
     from canaryaudit.training.pipeline import check_searchable
     from canaryaudit.training.tokenizers import BpeTokenizer, CharTokenizer
 
     fmt = parse_format("fruit", "my fruit is {w}x4", {"w": ["quince", "kumquat", "rambutan"]})
     bpe = BpeTokenizer.train(["the cat sat on the mat " * 20], 300)
-    with pytest.raises(ParamsError, match=r"train.variants.v.tokenizer.kind: the bpe tokenizer does not keep"):
-        check_searchable([fmt], bpe, "train.variants.v")
+    with caplog.at_level(logging.WARNING, logger="canaryaudit"):
+        check_searchable([fmt], bpe, "train.variants.v")  # pieces of words: searchable, no error
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     digits = parse_format("n", "number {d}x3", {"d": "0123456789"})
-    with pytest.raises(ParamsError, match=r"canaries.alphabets: symbols \['7', '8', '9'\] .* never occur"):
+    with pytest.raises(ParamsError, match=r"canaries.alphabets: symbols of format 'n' never occur .* char tokenizer"):
         check_searchable([digits], CharTokenizer.train(["number 0123456"]), "train.variants.v")
 
 
@@ -376,7 +388,8 @@ def test_corrupt_tokenizer_names_the_file_not_the_params(ws, model_dir):
     (folder / "tokenizer.json").write_text(json.dumps(meta, ensure_ascii=False))
     proc = run_stage(ws, "exposure", "--variant", "nonprivate", "--model", "models/nodigits",
                      "--report", "tmp/e/r.json", "--csv", "tmp/e/r.csv", check=False)
-    out = assert_clear(proc, "models/nodigits/tokenizer.json: lacks characters of the canary alphabets")
+    out = assert_clear(proc, "models/nodigits/tokenizer.json: cannot be used to measure exposure",
+                       "encode to an unknown token")
     assert "train.tokenizer.kind" not in out
     (folder / "tokenizer.json").write_text(json.dumps({"kind": "char", "chars": meta["chars"][:-3]}))
     with pytest.raises(DataError, match="tokenizer.json: tokenizer has .* tokens but the model was trained with"):

@@ -148,16 +148,51 @@ def test_exact_rank_equals_brute_force(case):
     space = canary_space(fmt, tokenizer)
     order = np.argsort(px, kind="stable")
     probes = [texts.index(fmt.render(c)) for c in canaries] + [int(order[j]) for j in (0, 3, 40, 400, 2000)]
-    dropped = 0
     for index in probes:
         tokens = space.tokens_of(texts[index])
         result = exact_rank(NextTokenScorer(model, space.prefix_ids, max_suffix=space.max_tokens), space, tokens,
                             max_rows=300_000)
         assert result.rank == int((px <= px[index]).sum()), (texts[index], result.message)
         assert result.canary_px == pytest.approx(px[index], abs=1e-9)
-        dropped += result.noncanonical
-    if not space.single_path:  # other spellings of fillings came within the slack and were not counted
-        assert dropped > 0
+
+
+def segmentations(text: str, surfaces: dict[str, int], longest: int) -> dict[int, int]:
+    """How many ways ``text`` splits into vocabulary tokens, by number of tokens (brute-force dynamic programme)."""
+    ways: list[dict[int, int]] = [dict() for _ in range(len(text) + 1)]
+    ways[0][0] = 1
+    for end in range(1, len(text) + 1):
+        for start in range(max(0, end - longest), end):
+            if text[start:end] in surfaces:
+                for count, n in ways[start].items():
+                    ways[end][count + 1] = ways[end].get(count + 1, 0) + n
+    return ways[len(text)]
+
+
+def test_uniform_model_ranks_ties_and_drops_every_other_spelling():
+    """A GPT-2 with every weight zero gives every token log2(V) bits: Px is the token count times
+    log2(V), so ties are everywhere and other spellings of fillings fall inside the slack. The rank
+    (ties count, <=) and the number of non-canonical sequences dropped are counted independently:
+    canonical lengths from the tokenizer, spellings by splitting each text into vocabulary tokens."""
+    tokenizer, fmt = byte_bpe(), PIN  # digits merge unevenly: canonical lengths differ
+    model = build_model(ModelSpec("gpt2", tokenizer.vocab_size, layers=1, width=16, heads=2, context=32))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    model.eval()
+    space = canary_space(fmt, tokenizer)
+    context = tokenizer.decode(space.text_context_ids)
+    counted = [fmt.render(fmt.fill_from_index(i))[len(context):] for i in range(fmt.space_size)]
+    lengths = np.array([len(tokenizer.encode(context + t)) - len(space.text_context_ids) for t in counted])
+    surfaces = {tokenizer.decode([i]): i for i in range(tokenizer.vocab_size) if i != tokenizer.eos_id}
+    longest = max(len(s) for s in surfaces)
+    canary_index = int(np.nonzero(lengths == lengths.min() + 1)[0][0])
+    n = int(lengths[canary_index])
+    spellings = sum(sum(v for c, v in segmentations(t, surfaces, longest).items() if c <= n) for t in counted)
+    result = exact_rank(NextTokenScorer(model, space.prefix_ids, max_suffix=space.max_tokens), space,
+                        space.tokens_of(context + counted[canary_index]), max_rows=300_000)
+    assert result.exact and result.rank == int((lengths <= n).sum())
+    assert result.canary_px == pytest.approx(n * np.log2(tokenizer.vocab_size), abs=1e-9)
+    assert result.noncanonical == spellings - result.rank > 0
 
 
 def test_shortest_path_top_k_is_the_brute_force_top_k(case):

@@ -275,8 +275,10 @@ class DpParams(Section):
     delta: float | None = Field(None, gt=0.0, lt=1.0)  # default 1 / (10 N), N = training sequences
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)  # per-sample clipping bound C
     accountant: Literal["prv", "rdp"] = "prv"
-    # How Opacus computes per-sample gradients. auto: ew (torch ExpandedWeights) for gpt2 and
-    # hf models, hooks for the lstm (DPLSTM). Measured on 2 CPU cores (benchmarks/train_speed.py):
+    # How Opacus computes per-sample gradients. auto: ew (torch ExpandedWeights) when every trainable
+    # weight sits in a layer ew knows (gpt2, gpt_neox, any LoRA model), else hooks with Opacus' functorch
+    # fallback (full Llama/Qwen fine-tuning: their RMSNorm), hooks for the lstm (DPLSTM); see
+    # training.dp.auto_grad_sample_mode. Measured on 2 CPU cores (benchmarks/train_speed.py):
     # gpt2 DP/plain step time 1.47 with ew vs 1.71 with hooks; DPLSTM 14 with hooks vs 26 with ew.
     grad_sample_mode: Literal["auto", "ew", "hooks", "functorch"] = "auto"
     max_noise_multiplier: float = Field(50.0, gt=0.0, le=1000.0)  # refuse a target epsilon that needs more noise
@@ -301,6 +303,36 @@ class DpParams(Section):
         return value
 
 
+class LoraParams(Section):
+    """LoRA fine-tuning (peft): train low-rank adapters on a frozen model, then merge them into it.
+
+    Off by default. With DP-SGD only the adapters get per-sample gradients, clipping and noise; epsilon
+    means the same. The saved model is always the merged one (every later stage sees a plain causal
+    LM); the adapter alone is also written to models/V/adapter/ (peft format) for hf:PATH models.
+    """
+
+    enabled: bool = False
+    r: int = Field(8, ge=1, le=4096)  # adapter rank
+    alpha: float = Field(16.0, gt=0.0, le=1e6)  # the update is scaled by alpha / r
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout on the adapters' input
+    # Names of the linear layers to adapt (a layer matches by its full dotted name or its last parts);
+    # None: the architecture's attention projections (gpt2: c_attn; gpt_neox: query_key_value; llama,
+    # mistral, qwen2: q_proj, v_proj). A name the model lacks is refused when the model is built.
+    target_modules: tuple[str, ...] | None = Field(None, min_length=1)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        for name in value:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"layer names must be non-empty, without surrounding spaces (got {name!r})")
+        if len(set(value)) != len(value):
+            raise ValueError("layer names must be distinct")
+        return value
+
+
 class TrainSettings(Section):
     """The settings of one training variant (base settings merged with the variant's overrides)."""
 
@@ -316,6 +348,16 @@ class TrainSettings(Section):
     eval_batch_size: int = Field(64, ge=1, le=1_000_000)
     early_stopping_patience: int | None = Field(None, ge=1)  # epochs without validation improvement
     dp: DpParams = DpParams()
+    lora: LoraParams = LoraParams()
+
+    @field_validator("lora")
+    @classmethod
+    def _lora_arch(cls, value: LoraParams, info: Any) -> LoraParams:
+        model = info.data.get("model")
+        if value.enabled and isinstance(model, ModelParams) and model.arch == "lstm":
+            raise ValueError("LoRA adapts the linear layers of a transformer: use model.arch gpt2 or hf:PATH, "
+                             "or lora.enabled: false")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSettings:
@@ -729,27 +771,6 @@ def _check_expansion(raw: Any, origin: str) -> None:
         )
 
 
-def _check_searchable(params: Params, origin: str) -> None:
-    """Exposure needs one token per canary symbol: a word alphabet cannot work with the char tokenizer.
-
-    Checked here (params check) rather than in the exposure stage, after every model is trained.
-    BPE and pretrained tokenizers are checked by the train stage once the tokenizer exists.
-    """
-    used = {name for f in params.canaries.formats for name in re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", f.template)}
-    words = {name: next(s for s in symbols if len(s) != 1) for name, symbols in params.canaries.alphabets.items()
-             if name in used and any(len(s) != 1 for s in symbols)}
-    if not words:
-        return
-    for variant in params.train.variants:
-        if params.train.variant(variant).tokenizer.kind == "char":
-            name, word = next(iter(words.items()))
-            raise ParamsError(
-                f"{origin}: invalid params:\n  canaries.alphabets.{name}: symbol {word!r} is {len(word)} characters, "
-                f"so several tokens under the char tokenizer of train.variants.{variant}; exposure needs one token "
-                "per symbol (use single-character symbols, or train.tokenizer.kind: bpe with words it keeps whole)"
-            )
-
-
 def parse_params(raw: Any, origin: str = "params") -> Params:
     """Validate an already-parsed mapping into :class:`Params`."""
     if raw is None:
@@ -772,7 +793,6 @@ def parse_params(raw: Any, origin: str = "params") -> Params:
             params.train.variant(name)
         except ParamsError as exc:
             raise ParamsError(str(exc).replace("params: invalid params:", f"{origin}: invalid params:", 1)) from None
-    _check_searchable(params, origin)
     return params
 
 

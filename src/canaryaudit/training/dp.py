@@ -2,16 +2,24 @@
 
 Privacy unit: one training sequence (a chunk of the token stream). Epsilon is
 reported at delta by the configured accountant (PRV or RDP) over the steps
-actually taken.
+actually taken. Only trainable parameters (``requires_grad``) get per-sample
+gradients, clipping and noise: with LoRA, the adapters alone; the guarantee
+covers everything the training released, since the frozen weights do not depend
+on the private data.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from canaryaudit.config import DpParams
 from canaryaudit.errors import ParamsError
+
+if TYPE_CHECKING:  # light import: the canaries stage's preflight plans DP without loading torch
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -132,3 +140,65 @@ def plan_dp(dp: DpParams, n_sequences: int, batch_size: int, steps: int, key: st
     plan = DpPlan(float(sigma), sample_rate, delta, steps, dp.max_grad_norm, dp.accountant)
     check_epsilon(plan, key, solved=dp.target_epsilon is not None)
     return plan
+
+
+def ew_modules() -> tuple[type[nn.Module], ...]:
+    """Module types whose per-sample gradients torch's ExpandedWeights ("ew") computes.
+
+    EW works at the level of functional calls (F.linear, F.embedding, F.layer_norm, ...), so a
+    trainable weight used in any other operation fails in the forward pass: Llama's (and Qwen's,
+    Mistral's) RMSNorm computes ``weight * x`` ("Expanded Weights encountered but cannot handle
+    function mul").
+    """
+    from torch import nn
+
+    return (nn.Linear, nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+            nn.InstanceNorm3d, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def ew_unsupported(model: nn.Module) -> list[str]:
+    """Class names of the modules that own trainable parameters ExpandedWeights cannot handle (sorted)."""
+    supported = ew_modules()
+    names = set()
+    for module in model.modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)) and type(module) not in supported:
+            names.add(type(module).__name__)
+    return sorted(names)
+
+
+def auto_grad_sample_mode(model: nn.Module, arch: str) -> str:
+    """Opacus' per-sample gradient mode for ``train.dp.grad_sample_mode: auto``.
+
+    - lstm: hooks (DPLSTM: 14x the plain step with hooks vs 26x with ew, benchmarks/train_speed.py).
+    - a model whose trainable parameters all sit in ew_modules(): ew, the fastest where it works
+      (GPT-2 full: 1.47x vs 1.71x with hooks). This covers GPT-2 (our CausalLM turns its Conv1D into
+      nn.Linear), GPT-NeoX/Pythia (Linear, LayerNorm, Embedding) and every LoRA model (only the
+      adapters' nn.Linear train; the frozen RMSNorm and rotary embeddings are not differentiated).
+    - otherwise hooks: Opacus' hooks for the layers it knows and, for the others, functorch
+      (vmap of the layer's own forward, GradSampleModule's fallback for a layer without a grad
+      sampler). Full fine-tuning of Llama-family models needs it for LlamaRMSNorm (a custom module,
+      not torch's nn.RMSNorm that Opacus 1.6 has a rule for); the rotary embedding has no
+      parameters. Nothing needs freezing.
+    """
+    if arch == "lstm":
+        return "hooks"
+    return "hooks" if ew_unsupported(model) else "ew"
+
+
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, plan: DpPlan, *,
+                 noise_generator: torch.Generator | None, grad_sample_mode: str):
+    """Opacus' PrivacyEngine over ``plan``: (engine, model, DP optimizer, Poisson-sampled loader).
+
+    ``optimizer`` should hold the trainable parameters only. The loader samples each sequence with
+    probability 1 / len(loader) (= plan.sample_rate, see plan_dp), and the DP optimizer divides the
+    noisy sum of clipped per-sample gradients by the expected batch size.
+    """
+    from opacus import PrivacyEngine
+
+    engine = PrivacyEngine(accountant=plan.accountant)
+    private, dp_optimizer, dp_loader = engine.make_private(
+        module=model, optimizer=optimizer, data_loader=loader,
+        noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
+        poisson_sampling=True, noise_generator=noise_generator, grad_sample_mode=grad_sample_mode,
+    )
+    return engine, private, dp_optimizer, dp_loader

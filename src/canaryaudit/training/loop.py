@@ -7,6 +7,8 @@ run resumed from an epoch checkpoint follows exactly the uninterrupted run.
 With ``dp.secure_noise`` the noise generator is instead re-seeded each epoch from
 the OS's cryptographic source (never stored), so the noise cannot be regenerated
 from params.yaml; such a run is not reproducible.
+Only trainable parameters are optimized (and, under DP, clipped and noised): with
+LoRA (``training.lora``) the adapters; the returned model has them merged in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +37,16 @@ from canaryaudit.training.checkpoint import (
     save_checkpoint,
     split_optimizer_state,
 )
-from canaryaudit.training.dp import DpPlan, accountant_epsilon, plan_dp, planned_steps
+from canaryaudit.training.dp import (
+    DpPlan,
+    accountant_epsilon,
+    auto_grad_sample_mode,
+    make_private,
+    plan_dp,
+    planned_steps,
+)
+from canaryaudit.training.lora import LoraAdapter, is_lora, lora_adapter, lora_summary, merge_lora, trainable_parameters
+from canaryaudit.training.models import hf_path
 
 log = logging.getLogger("canaryaudit.train")
 
@@ -69,6 +81,9 @@ class TrainResult:
     tokens_per_second: float
     peak_memory_bytes: int
     resumed_from_epoch: int = 0
+    trainable_parameters: int = 0  # what the optimizer (and DP-SGD) updated: all, or the LoRA adapters
+    lora: dict[str, Any] | None = None  # LoRA settings and counts (lora_summary); the model is merged
+    adapter: LoraAdapter | None = None  # the LoRA adapter before the merge (save_adapter writes it)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,12 +106,22 @@ def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def grad_sample_mode(settings: TrainSettings) -> str:
-    """Opacus' per-sample gradient path for these settings (``auto``: see DpParams)."""
+def grad_sample_mode(settings: TrainSettings, model: nn.Module | None = None) -> str:
+    """Opacus' per-sample gradient path for these settings and ``model`` (``auto``: dp.auto_grad_sample_mode).
+
+    Without ``model``, ``auto`` is ew, or hooks for the lstm.
+    """
     mode = settings.dp.grad_sample_mode
     if mode != "auto":
         return mode
-    return "hooks" if settings.model.arch == "lstm" else "ew"
+    if model is None:
+        return "hooks" if settings.model.arch == "lstm" else "ew"
+    return auto_grad_sample_mode(model, settings.model.arch)
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimizer updates: those with ``requires_grad`` (LoRA freezes the rest)."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def make_optimizer(settings: TrainSettings, params) -> torch.optim.Optimizer:
@@ -208,22 +233,23 @@ class Trainer:
 
     def _build(self):
         loader = DataLoader(self.train_set, batch_size=self.s.batch_size, shuffle=True, generator=self.sample_gen)
-        optimizer = make_optimizer(self.s, self.model.parameters())
+        params = trainable(self.model)
+        if not params:
+            raise ParamsError(f"{self.key}: the model has no trainable parameters")
+        optimizer = make_optimizer(self.s, params)
         if not self.s.dp.enabled:
             return self.model, optimizer, loader, None, None
-        from opacus import PrivacyEngine
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(self.model, strict=False)
         if errors:
             raise ParamsError(f"{self.key}.model.arch: DP-SGD cannot train this model: {errors[0]}")
         plan = plan_dp(self.s.dp, len(self.train_set), self.s.batch_size, self._total_steps(), self.key)
-        engine = PrivacyEngine(accountant=plan.accountant)
-        model, optimizer, loader = engine.make_private(
-            module=self.model, optimizer=optimizer, data_loader=loader,
-            noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-            poisson_sampling=True, noise_generator=self.noise_gen, grad_sample_mode=grad_sample_mode(self.s),
-        )
+        mode = grad_sample_mode(self.s, self.model)
+        log.info("DP-SGD: per-sample gradients of %d trainable parameters with grad_sample_mode %s",
+                 sum(p.numel() for p in params), mode)
+        engine, model, optimizer, loader = make_private(self.model, optimizer, loader, plan,
+                                                        noise_generator=self.noise_gen, grad_sample_mode=mode)
         return model, optimizer, loader, engine, plan
 
     # ------------------------------------------------------------------ checkpoints
@@ -383,6 +409,12 @@ class Trainer:
         final = _unwrap(model)
         if self.s.early_stopping_patience and best is not None:
             final.load_state_dict(best[2])  # keep the best-validation weights
+        n_trainable = trainable_parameters(final)
+        lora, adapter = None, None
+        if is_lora(final):  # fold the adapters in: every later stage gets a plain causal LM
+            adapter = lora_adapter(final, hf_path(self.s.model.arch))
+            final = merge_lora(final)
+            lora = lora_summary(self.s.lora, adapter, n_trainable, sum(p.numel() for p in final.parameters()))
         test_loss = evaluate(final, self.test_set, self.s.eval_batch_size, self.device)
         epsilon = self._epsilon(engine, plan, step)
         return TrainResult(
@@ -390,5 +422,6 @@ class Trainer:
             test_loss=test_loss, test_perplexity=math.exp(min(test_loss, 50.0)), dp=plan, epsilon=epsilon,
             train_seconds=train_seconds, tokens_per_second=trained_steps * tokens_per_step / max(train_seconds, 1e-9),
             peak_memory_bytes=_peak_memory(self.device), resumed_from_epoch=resumed_from,
+            trainable_parameters=n_trainable, lora=lora, adapter=adapter,
         )
 

@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -96,8 +97,13 @@ def check_searchable(formats: Sequence[CanaryFormat], tokenizer: Tokenizer, key:
                         key, fmt.name, exc)
 
 
-def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer) -> tuple[nn.Module, ModelSpec]:
-    """A fresh (gpt2, lstm) or pretrained (hf:PATH) model, initialised from ``settings.seed``."""
+def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer, key: str = "train") -> tuple[nn.Module, ModelSpec]:
+    """A fresh (gpt2, lstm) or pretrained (hf:PATH) model, initialised from ``settings.seed``.
+
+    With ``lora.enabled`` the model comes frozen with LoRA adapters on its target layers
+    (``training.lora``); the Trainer merges them after training, so ``spec`` describes the plain
+    model that is saved. ``key`` (e.g. train.variants.dp) prefixes the LoRA errors.
+    """
     torch.manual_seed(settings.seed)
     m = settings.model
     path = hf_path(m.arch)
@@ -106,12 +112,35 @@ def build_variant_model(settings: TrainSettings, tokenizer: Tokenizer) -> tuple[
         spec = ModelSpec(arch=m.arch, vocab_size=tokenizer.vocab_size, context=m.context, hf_config=hf_config)
         if tokenizer.vocab_size > _embedding_rows(model):
             raise ParamsError(f"train.model.arch: hf:{path}: tokenizer has more tokens than the model's embedding")
-        return model, spec
-    spec = ModelSpec(
-        arch=m.arch, vocab_size=tokenizer.vocab_size, layers=m.layers, width=m.width, heads=m.heads,
-        context=m.context, dropout=m.dropout, dp_layers=settings.dp.enabled and m.arch == "lstm",
-    )
-    return build_model(spec), spec
+    else:
+        spec = ModelSpec(
+            arch=m.arch, vocab_size=tokenizer.vocab_size, layers=m.layers, width=m.width, heads=m.heads,
+            context=m.context, dropout=m.dropout, dp_layers=settings.dp.enabled and m.arch == "lstm",
+        )
+        model = build_model(spec)
+    if settings.lora.enabled:
+        from canaryaudit.training.lora import apply_lora, trainable_parameters
+
+        apply_lora(model, settings.lora, key)
+        log.info("%s: LoRA r=%d on %s: %d of %d parameters train", key, settings.lora.r,
+                 ", ".join(sorted(model.model.peft_config["default"].target_modules)),
+                 trainable_parameters(model), count_parameters(model))
+    return model, spec
+
+
+def save_lora_adapter(result: TrainResult, folder: Path) -> Path | None:
+    """Write the LoRA adapter of an hf:PATH fine-tune to ``folder/adapter/`` (peft format); None otherwise.
+
+    The model folder itself holds the merged weights (what every stage audits); the adapter is for
+    use with the base model it was trained on (``adapter_config.json``'s base_model_name_or_path):
+    ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "models/V/adapter")``.
+    A LoRA run of the gpt2 arch (trained from scratch) has no saved base, so no adapter is written.
+    """
+    from canaryaudit.training.lora import save_adapter
+
+    if result.adapter is None or not result.adapter.config.get("base_model_name_or_path"):
+        return None
+    return save_adapter(result.adapter, folder)
 
 
 def _embedding_rows(model: nn.Module) -> int:
@@ -132,6 +161,8 @@ def model_card(variant: str, settings: TrainSettings, spec: ModelSpec, model: nn
         "variant": variant,
         "arch": spec.arch,
         "parameters": count_parameters(model),
+        "trainable_parameters": result.trainable_parameters or count_parameters(model),
+        "lora": result.lora,  # LoRA settings and counts; the saved weights are merged (training.lora)
         "vocab_size": spec.vocab_size,
         "tokenizer": settings.tokenizer.kind,
         "context": spec.context,
@@ -166,6 +197,8 @@ def train_report(variant: str, result: TrainResult, parameters: int,
         **extra,
         "variant": variant,
         "parameters": parameters,
+        "trainable_parameters": result.trainable_parameters or parameters,
+        "lora": result.lora,
         "test_loss": result.test_loss,
         "test_perplexity": result.test_perplexity,
         "valid_loss": result.history[-1].valid_loss if result.history else math.nan,
