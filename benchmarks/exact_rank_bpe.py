@@ -9,6 +9,8 @@ writes the ratios BPE / char (same process, same machine: noise cancels). Target
 within 10x of the char case's.
 
     python benchmarks/exact_rank_bpe.py            # ~4 min on 2 CPU cores
+
+The tokenizers are trained on other emails (another seed), without the canary.
 """
 
 from __future__ import annotations
@@ -27,34 +29,48 @@ from canaryaudit.io import atomic_open
 from canaryaudit.scoring import NextTokenScorer
 from canaryaudit.search import canary_space, exact_rank, shortest_path
 from canaryaudit.training.loop import Trainer
-from canaryaudit.training.pipeline import build_variant_model, prepare_data
+from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stream
+from canaryaudit.training.pipeline import build_variant_model
+from canaryaudit.training.tokenizers import BpeTokenizer, CharTokenizer
 
 FORMAT = parse_format("number", "the random number is {d}x9", {"d": "0123456789"})
 CANARY = list("381952746")
 
 
-def corpus(copies: int, seed: int) -> list[str]:
+def corpus(seed: int, size: int) -> list[str]:
+    """Emails with numbers in running text: what makes a BPE merge digits."""
     rng = random.Random(seed)
-    texts = [d.text for d in generate_emails(seed, 300_000)]
-    for i in range(len(texts)):  # numbers in running text: what makes a BPE merge digits
-        texts[i] += f"\nref {rng.randrange(10**6)} and {rng.randrange(10**4)}"
+    texts = [d.text for d in generate_emails(seed, size)]
+    return [t + f"\nref {rng.randrange(10**6)} and {rng.randrange(10**4)}" for t in texts]
+
+
+def with_canary(texts: list[str], copies: int, seed: int) -> list[str]:
+    rng, texts = random.Random(seed), list(texts)
     for _ in range(copies):
         i = rng.randrange(len(texts))
         texts[i] += "\n" + FORMAT.render(CANARY)
     return texts
 
 
-def train(kind: str, texts: list[str], epochs: int):
+def tokenizer_for(kind: str, public: list[str]):
+    """The tokenizer is trained on text without the canary, as real tokenizers are (on public data):
+    a BPE trained on the canary's 64 copies would learn it as one token, a case no real model shows."""
+    return CharTokenizer.train(public) if kind == "char" else BpeTokenizer.train(public, 1024)
+
+
+def train(kind: str, public: list[str], texts: list[str], epochs: int):
     base = {"device": "cpu", "epochs": epochs, "batch_size": 32, "physical_batch_size": 32, "seed": 0,
             "tokenizer": {"kind": kind, "bpe_vocab_size": 1024},
             "model": {"arch": "gpt2", "layers": 2, "width": 128, "heads": 4, "context": 64},
             "optimizer": {"lr": 0.003, "warmup_steps": 20}}
     settings = parse_params({"train": {**base, "variants": {"v": {}}}}).train.variant("v")
-    data = prepare_data(settings, texts[:-10], texts[-10:-5], texts[-5:])
-    model, _ = build_variant_model(settings, data.tokenizer)
+    tokenizer = tokenizer_for(kind, public)
+    train_set, valid, test = (sequence_dataset(chunk_stream(token_stream(part, tokenizer), 64))
+                              for part in (texts[:-10], texts[-10:-5], texts[-5:]))
+    model, _ = build_variant_model(settings, tokenizer)
     started = time.perf_counter()
-    result = Trainer(settings, model, data.train, data.valid, data.test, progress=False).run()
-    return result.model.eval(), data.tokenizer, time.perf_counter() - started, result.test_perplexity
+    result = Trainer(settings, model, train_set, valid, test, progress=False).run()
+    return result.model.eval(), tokenizer, time.perf_counter() - started, result.test_perplexity
 
 
 def measure(model, tokenizer, max_rows: int) -> dict:
@@ -77,14 +93,16 @@ def measure(model, tokenizer, max_rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--corpus-bytes", type=int, default=150_000)
     parser.add_argument("--max-rows", type=int, default=2_000_000)
     parser.add_argument("--out", default="benchmarks/results/exact_rank_bpe.json")
     args = parser.parse_args()
-    texts = corpus(args.copies, seed=5)
+    public = corpus(seed=11, size=args.corpus_bytes)  # other people, another seed: the tokenizer's data
+    texts = with_canary(corpus(seed=5, size=args.corpus_bytes), args.copies, seed=5)
     report: dict = {"machine": platform.platform(), "format": FORMAT.template, "copies": args.copies}
     for kind in ("char", "bpe"):
-        model, tokenizer, seconds, perplexity = train(kind, texts, args.epochs)
+        model, tokenizer, seconds, perplexity = train(kind, public, texts, args.epochs)
         report[kind] = {"vocab_size": tokenizer.vocab_size, "train_seconds": seconds,
                         "test_perplexity_per_token": perplexity, **measure(model, tokenizer, args.max_rows)}
         print(kind, json.dumps(report[kind]))

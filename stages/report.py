@@ -32,6 +32,8 @@ def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, An
     for variant in params.train.variants:
         model = params.train.variant(variant).model
         tracker.client.set_tag(run_id, f"canaryaudit.model.{variant}", f"{model.arch} {model.layers}x{model.width}")
+    for name, external in params.train.external.items():
+        tracker.client.set_tag(run_id, f"canaryaudit.model.{name}", f"external {Path(external.path).name}")
     for path in files:
         tracker.client.log_artifact(run_id, str(path), artifact_path="report")
     tracker.finish_pipeline_run(run_id, "FINISHED")
@@ -41,7 +43,7 @@ def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, An
 def main(args) -> None:
     started = time.perf_counter()
     params = load_params(args.params)
-    inputs = load_inputs(args.reports, tuple(params.train.variants), data_dir=args.data)
+    inputs = load_inputs(args.reports, params.train.audited, data_dir=args.data)
     gate = evaluate_gate(params.gate.rules, inputs)
     summary = build_summary(inputs, gate)
     html = render_report(inputs, params, gate, generated_at=time.strftime("%Y-%m-%d %H:%M %Z"))

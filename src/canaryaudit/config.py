@@ -367,7 +367,39 @@ class TrainSettings(Section):
         return self
 
 
+class ExternalModel(Section):
+    """A causal LM trained outside the pipeline (e.g. by the user's own Hugging Face ``Trainer`` code)
+    on data/augmented/train.jsonl, audited like a variant: the external stage checks and copies it,
+    nothing is trained.
+
+    ``epsilon`` and ``delta`` are the user's declared DP claim (not verified by canaryaudit: the
+    report says so); none means no DP claim.
+    """
+
+    path: str = Field(min_length=1)  # a local folder: config.json, *.safetensors weights, tokenizer files
+    epsilon: float | None = Field(None, gt=0.0, le=1e6)
+    delta: float | None = Field(None, gt=0.0, lt=1.0)
+    # Tokens per scoring window (test perplexity, exposure, extraction); None: train.model.context,
+    # capped by the model's own maximum positions.
+    context: int | None = Field(None, ge=2, le=1_000_000)
+
+    @field_validator("path")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        if "://" in value or value.startswith("hf:"):
+            raise ValueError("a local folder is needed (download a hub model first: the audit runs offline)")
+        return value
+
+    @model_validator(mode="after")
+    def _claim(self) -> ExternalModel:
+        if (self.epsilon is None) != (self.delta is None):
+            raise ValueError("declare both epsilon and delta (a DP claim), or neither (no DP claim)")
+        return self
+
+
 class TrainParams(TrainSettings):
+    # Models trained elsewhere, audited beside the variants: NAME: {path, epsilon, delta, context}.
+    external: dict[str, ExternalModel] = Field(default_factory=dict)
     # Each variant overrides any of the settings above, e.g. {dp: {enabled: true, noise_multiplier: 1.0}}.
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
@@ -387,11 +419,32 @@ class TrainParams(TrainSettings):
                 raise ValueError(f"variant name {name!r}: use letters, digits, '_' or '-' (it names folders)")
         return value
 
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, value: dict[str, ExternalModel]) -> dict[str, ExternalModel]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValueError(f"model name {name!r}: use letters, digits, '_' or '-' (it names folders)")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> TrainParams:
+        both = sorted(set(self.external) & set(self.variants))
+        if both:
+            raise ValueError(f"train.external and train.variants both define {', '.join(both)}: each model "
+                             "name is one folder under models/, so use distinct names")
+        return self
+
+    @property
+    def audited(self) -> tuple[str, ...]:
+        """Every model the audit measures: the trained variants, then the external models."""
+        return (*self.variants, *self.external)
+
     def variant(self, name: str) -> TrainSettings:
         """The merged, validated settings of variant ``name``."""
         if name not in self.variants:
             raise ParamsError(f"train.variants: no variant {name!r}; defined: {', '.join(self.variants)}")
-        merged = _deep_merge(self.model_dump(mode="json", exclude={"variants"}), self.variants[name])
+        merged = _deep_merge(self.model_dump(mode="json", exclude={"variants", "external"}), self.variants[name])
         try:
             return TrainSettings.model_validate_json(json.dumps(merged))
         except ValidationError as exc:
@@ -625,9 +678,9 @@ class Params(Section):
                     raise ValueError(f"exposure.references: {self.exposure.references} references requested, but "
                                      f"format {fmt.name!r} has only {free} fillings that are not canaries")
         for i, rule in enumerate(self.gate.rules if "gate" in self.model_fields_set else ()):
-            if rule.variant not in variants:
-                raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant; "
-                                 f"defined: {', '.join(variants)}")
+            if rule.variant not in self.train.audited:
+                raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant or external "
+                                 f"model; defined: {', '.join(self.train.audited)}")
         return self
 
 

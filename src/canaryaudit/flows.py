@@ -100,8 +100,9 @@ def _emit(event: str, root: Path, payload: Mapping[str, Any]) -> None:
 def check_params(workspace: str, params_file: str | None, overrides: list[str]) -> dict[str, Any]:
     """Validate the params this run will use (a failure here is never retried)."""
     resolved = orc.resolve_params(Path(workspace), params_file, overrides)
-    variants = list((resolved.get("train") or {}).get("variants") or {})
-    get_run_logger().info("params OK; train variants: %s", ", ".join(variants) or "(none)")
+    train = resolved.get("train") or {}
+    variants = [*(train.get("variants") or {}), *(train.get("external") or {})]  # as Params.train.audited
+    get_run_logger().info("params OK; audited models: %s", ", ".join(variants) or "(none)")
     return {"variants": variants}
 
 

@@ -352,7 +352,8 @@ def select_stages(
         return base, skipped
     unknown = sorted(set(variants) - set(known_variants))
     if unknown:
-        raise ParamsError(f"unknown variant(s) {', '.join(unknown)}; train.variants has: {', '.join(known_variants)}")
+        raise ParamsError(f"unknown variant(s) {', '.join(unknown)}; train.variants and train.external have: "
+                          f"{', '.join(known_variants)}")
     known = set(known_variants)
     is_variant = {s.name: s.key is not None and s.key in known for s in base}
     chosen = {s.name for s in base if is_variant[s.name] and s.key in variants}
@@ -647,7 +648,8 @@ def source_paths(stages: Sequence[Stage]) -> list[str]:
     paths: list[str] = []
     for stage in stages:
         for dep in stage.deps:
-            if not is_produced(dep) and not Path(dep).is_absolute() and dep not in paths:
+            outside = Path(dep).is_absolute() or ".." in Path(dep).parts  # e.g. an external model elsewhere
+            if not is_produced(dep) and not outside and dep not in paths:
                 paths.append(dep)
     return paths
 

@@ -113,6 +113,7 @@ def model_rows(inputs: ReportInputs, params: Params) -> list[dict[str, Any]]:
             "epsilon": report.get("epsilon"), "delta": report.get("delta"),
             "noise_multiplier": report.get("noise_multiplier"), "dp": bool(settings and settings.dp.enabled),
             "train_seconds": report.get("train_seconds"),
+            "external": variant in params.train.external,  # trained elsewhere; epsilon, if any, is declared
         })
     return rows
 
@@ -532,9 +533,12 @@ def dp_sections(inputs: ReportInputs, params: Params) -> list[dict[str, Any]]:
         audit = _dict(_dict(extract).get("empirical_epsilon"))
         eps, delta = measures.accountant_epsilon(train), measures.as_number(_dict(train).get("delta"))
         secrecy = _dict(train).get("noise_secrecy")  # what the epsilon assumes about the noise seed
+        declared = _dict(train).get("dp_claim")  # an external model's epsilon: the user's claim, not an accountant's
         out.append({"variant": variant, "epsilon": eps, "delta": delta, "audit": audit, "dp": eps is not None,
                     "noise_secrecy": secrecy if isinstance(secrecy, str) else None,
-                    "context": settings.model.context if settings else None, "bars": epsilon_bars(audit, eps),
+                    "declared": declared if isinstance(declared, str) else None,
+                    "context": settings.model.context if settings else _dict(train).get("context"),
+                    "bars": epsilon_bars(audit, eps),
                     "groups": group_rows(inputs, variant, eps, delta)})
     return out
 
