@@ -34,7 +34,8 @@ from torch import nn
 from canaryaudit.config import TrainSettings, parse_params
 from canaryaudit.corpus.emails import generate_emails
 from canaryaudit.io import atomic_open
-from canaryaudit.training.loop import _peak_memory, grad_sample_mode, make_optimizer, resolve_device, trainable
+from canaryaudit.training.loop import grad_sample_mode, make_optimizer, resolve_device, trainable
+from _memory import peak_memory_during  # benchmarks/_memory.py
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
 
 warnings.filterwarnings("ignore")
@@ -123,35 +124,9 @@ def _step_times(state, steps: int) -> list[float]:
 
 
 def _peak_child(folder, variant, device, batch, context, steps, mode, queue) -> None:
-    """Peak memory of training steps above the process's memory before them (bytes); see train_speed.py."""
-    import threading
-
-    import psutil
-
+    """Peak memory of training steps above the process's memory before them (bytes; benchmarks/_memory.py)."""
     state, _, _ = _setup(Path(folder), variant, device, batch, context, mode)
-    dev = state[3]
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-        _step_times(state, steps)
-        queue.put(_peak_memory(dev) - before)
-        return
-    process = psutil.Process()
-    before = process.memory_info().rss
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            done.wait(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _step_times(state, steps)
-    done.set()
-    sampler.join()
-    queue.put(peak[0] - before)
+    queue.put(peak_memory_during(lambda: _step_times(state, steps), state[3]))
 
 
 def peak_memory(folder: Path, variant: str, device: str, batch: int, context: int, steps: int, mode: str) -> int:

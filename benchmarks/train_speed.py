@@ -26,7 +26,8 @@ from torch import nn
 from canaryaudit.config import parse_params
 from canaryaudit.corpus.emails import generate_emails
 from canaryaudit.io import atomic_open
-from canaryaudit.training.loop import _peak_memory, make_optimizer, resolve_device
+from canaryaudit.training.loop import make_optimizer, resolve_device
+from _memory import peak_memory_during  # benchmarks/_memory.py
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
 
 warnings.filterwarnings("ignore")
@@ -86,34 +87,8 @@ def _peak_child(arch: str, dp: bool, device: str, batch: int, context: int, step
     CPU: RSS sampled every 2 ms by a thread (ru_maxrss would include import and
     data-preparation peaks); CUDA: the allocator's peak above its level before.
     """
-    import threading
-
-    import psutil
-
     state = _setup(arch, dp, device, batch, context, mode)
-    dev = state[3]
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-        _step_times(state, steps)
-        queue.put(_peak_memory(dev) - before)
-        return
-    process = psutil.Process()
-    before = process.memory_info().rss
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            done.wait(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _step_times(state, steps)
-    done.set()
-    sampler.join()
-    queue.put(peak[0] - before)
+    queue.put(peak_memory_during(lambda: _step_times(state, steps), state[3]))
 
 
 def peak_memory(arch: str, dp: bool, device: str, batch: int, context: int, steps: int, mode: str) -> int:
