@@ -12,6 +12,7 @@ from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
 from canaryaudit.training.data import file_sha256
 from canaryaudit.training.loop import Trainer
+from canaryaudit.training.hf_card import write_model_card
 from canaryaudit.training.models import count_parameters, save_model_folder
 from canaryaudit.training.pipeline import (
     build_variant_model,
@@ -76,6 +77,7 @@ def _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, r
         data.tokenizer.save(out)
         save_lora_adapter(result, out)  # models/V/adapter/ for an hf:PATH LoRA fine-tune
         write_json(out / "card.json", card)
+        write_model_card(out, card)  # README.md: the HF model card
     report = train_report(args.variant, result, count_parameters(result.model), settings)
     write_json(args.report, report)
     write_csv(args.plot, loss_series(result))

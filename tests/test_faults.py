@@ -166,8 +166,13 @@ def test_weights_of_another_architecture_name_the_file(ws, model_dir, tmp_path):
     shutil.copytree(model_dir, folder)
     config = json.loads((folder / "model_config.json").read_text())
     (folder / "model_config.json").write_text(json.dumps({**config, "width": 32}))
-    with pytest.raises(DataError, match=r"model.safetensors: weights do not fit model_config.json"):
+    with pytest.raises(DataError, match=r"model_config.json: disagrees with config.json \(width 32 vs 16"):
         load_model_folder(folder)
+    hf_config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**hf_config, "n_embd": 32}))
+    with pytest.raises(DataError, match=r"model.safetensors: weights do not fit config.json"):
+        load_model_folder(folder)
+    (folder / "config.json").write_text(json.dumps(hf_config))
     (folder / "model_config.json").write_text(json.dumps({**config, "colour": "red"}))
     with pytest.raises(DataError, match="model_config.json: not a canaryaudit model config"):
         load_model_folder(folder)
@@ -382,7 +387,12 @@ def test_corrupt_tokenizer_names_the_file_not_the_params(ws, model_dir):
 
     folder = ws / "models" / "nodigits"
     shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-    meta = json.loads((folder / "tokenizer.json").read_text())
+    from canaryaudit.training.tokenizers import CharTokenizer
+
+    # canaryaudit's first format (a plain JSON list of characters) still loads, so edit the folder in it
+    meta = {"kind": "char", "chars": CharTokenizer.load(folder).itos[2:]}
+    for name in ("tokenizer_kind.json", "tokenizer_config.json"):
+        (folder / name).unlink()
     # the same number of characters, the digits replaced: loads, but cannot spell any canary
     meta["chars"] = [chr(0x4E00 + i) if c.isdigit() else c for i, c in enumerate(meta["chars"])]
     (folder / "tokenizer.json").write_text(json.dumps(meta, ensure_ascii=False))

@@ -23,7 +23,7 @@ OUTPUTS = (
     ("reports/prepare.json", "document counts and sizes per split"),
     ("reports/sanitize.json", "PII found per type and split, documents dropped, detector precision/recall"),
     ("reports/canaries.json", "canary counts"),
-    ("models", "one folder per variant: model.safetensors, model_config.json, tokenizer, card.json"),
+    ("models", "one Hugging Face folder per variant (from_pretrained loads it): weights, tokenizer, README.md, card.json"),
     ("reports/train", "per variant: test loss/perplexity, epsilon, delta, time, memory (.json); loss per epoch (.csv)"),
     ("reports/exposure", "per variant: px, exposure by each estimator, exact rank, extraction, per canary (.json, .csv)"),
     ("reports/extract", "per variant: extraction table, memorized samples, membership inference, empirical epsilon"),

@@ -6,9 +6,11 @@ saved and loaded as safetensors, never pickled.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,8 @@ class ModelSpec:
     hf_config: dict[str, Any] = field(default_factory=dict)  # hf: the pretrained model's config
 
 
-def _conv1d_to_linear(module: nn.Module) -> None:
-    """Replace transformers' Conv1D by the equivalent nn.Linear (weight transposed).
+def _conv1d_to_linear(module: nn.Module, prefix: str = "") -> list[str]:
+    """Replace transformers' Conv1D by the equivalent nn.Linear (weight transposed); returns their names.
 
     Why: Opacus has a fast per-sample-gradient rule for nn.Linear but falls back
     to a slower generic path for Conv1D; measured on 2 CPU cores this brings the
@@ -48,6 +50,7 @@ def _conv1d_to_linear(module: nn.Module) -> None:
     """
     from transformers.pytorch_utils import Conv1D
 
+    converted: list[str] = []
     for name, child in module.named_children():
         if isinstance(child, Conv1D):
             n_in, n_out = child.weight.shape
@@ -56,8 +59,25 @@ def _conv1d_to_linear(module: nn.Module) -> None:
                 linear.weight.copy_(child.weight.t())
                 linear.bias.copy_(child.bias)
             setattr(module, name, linear)
+            converted.append(prefix + name)
         else:
-            _conv1d_to_linear(child)
+            converted += _conv1d_to_linear(child, f"{prefix}{name}.")
+    return converted
+
+
+def _linear_to_conv1d(model: nn.Module, names: Sequence[str]) -> None:
+    """Undo :func:`_conv1d_to_linear` for ``names``, so the saved folder is what transformers expects."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name in names:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        linear = getattr(parent, child_name)
+        conv = Conv1D(linear.out_features, linear.in_features)
+        with torch.no_grad():
+            conv.weight.copy_(linear.weight.t())
+            conv.bias.copy_(linear.bias)
+        setattr(parent, child_name, conv)
 
 
 class CausalLM(nn.Module):
@@ -65,7 +85,7 @@ class CausalLM(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        _conv1d_to_linear(model)
+        self.converted = _conv1d_to_linear(model)  # saved back as Conv1D (save_model_folder)
         self.model = model
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
 
@@ -162,18 +182,54 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_model_folder(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
-    """Write model.safetensors and model_config.json into ``folder`` (each atomically).
+def _hf_model_to_save(model: nn.Module) -> nn.Module | None:
+    """The transformers model inside ``model`` as transformers saves it (Conv1D restored), or None (lstm)."""
+    if not isinstance(model, CausalLM):
+        return None
+    inner = model.model
+    if model.converted:  # a copy: the live model keeps its fast nn.Linear layers
+        inner = copy.deepcopy(inner)
+        _linear_to_conv1d(inner, model.converted)
+    return inner
 
-    A failed write (disk full) removes its temporary file and raises OutputError naming the file.
+
+def _quiet_transformers() -> None:
+    """No per-shard progress bars in stage logs: loading and saving a folder takes well under a second."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _replace_from(tmp: Path, folder: Path) -> None:
+    """Move every file ``tmp`` holds into ``folder`` (each rename is atomic), then remove ``tmp``."""
+    for path in sorted(tmp.iterdir()):
+        path.replace(folder / path.name)
+    tmp.rmdir()
+
+
+def save_model_folder(model: nn.Module, spec: ModelSpec, folder: Path) -> None:
+    """Write the weights (safetensors) and model_config.json into ``folder``.
+
+    A transformers model (gpt2, hf:PATH) is written in the Hugging Face layout (config.json,
+    model.safetensors without a wrapper prefix, generation_config.json) so that
+    ``AutoModelForCausalLM.from_pretrained(folder)`` loads it; the LSTM has no HF class and keeps
+    canaryaudit's own layout. Files are written into a temporary subfolder and renamed in, so a
+    failed write (disk full) leaves no half file; it raises OutputError naming the file.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
+    tmp = folder / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
-        save_model(model, str(tmp))  # handles tied weights (GPT-2 ties the head to the embedding)
-        tmp.replace(folder / "model.safetensors")
+        inner = _hf_model_to_save(model)
+        if inner is None:
+            save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+        else:
+            _quiet_transformers()
+            inner.save_pretrained(str(tmp), safe_serialization=True)
+        _replace_from(tmp, folder)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, (OSError, SafetensorError)):
             raise OutputError(folder / "model.safetensors", str(exc)) from None
         raise
@@ -185,24 +241,92 @@ def _retrain_hint(folder: Path) -> str:
     return f"rerun the train stage that writes {folder} (dvc repro train@{folder.name})"
 
 
-def load_model_folder(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Rebuild the architecture from model_config.json and load the safetensors weights.
+def model_positions(config: Any) -> int:
+    """Positions a transformers config allows (0: the config states no limit)."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
 
-    A missing folder or file, a config that is not a ModelSpec, or weights that are not a complete
-    safetensors file of this architecture raise DataError naming the file.
-    """
-    if not folder.is_dir():
-        raise DataError(folder, f"model folder not found; {_retrain_hint(folder)}")
-    config = folder / "model_config.json"
+
+def _check_weights_present(folder: Path) -> None:
+    """Refuse a folder without safetensors weights, naming what it holds instead."""
+    if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickled:
+        raise DataError(folder / pickled[0], "pickle weights are refused (loading a pickle can run any code); "
+                        "save the model with save_pretrained(folder, safe_serialization=True) for model.safetensors")
+    raise DataError(folder / "model.safetensors", f"file not found; {_retrain_hint(folder)}")
+
+
+def _load_hf_folder(folder: Path, device: str | torch.device) -> tuple[nn.Module, Any]:
+    """A transformers causal LM saved by save_pretrained (safetensors only, never from a hub)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_file = folder / "config.json"
+    _quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(config_file, f"not a transformers model config ({str(exc)[:200]})") from None
+    _check_weights_present(folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), config=config, use_safetensors=True,
+                                                     local_files_only=True)
+    except SafetensorError as exc:
+        raise DataError(folder / "model.safetensors", f"not a complete safetensors file ({exc}); "
+                        f"{_retrain_hint(folder)}") from None
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise DataError(config_file, f"model_type {config.model_type!r} is not a causal language model "
+                            "(AutoModelForCausalLM has no class for it)") from None
+        raise DataError(folder / "model.safetensors", f"cannot be loaded ({str(exc)[:200]})") from None
+    except (OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[-1].strip()[:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(folder / "model.safetensors", f"weights do not fit config.json ({first}); "
+                        f"{_retrain_hint(folder)}") from None
+    return CausalLM(model).to(device).eval(), config
+
+
+def _spec_of_plain_folder(folder: Path, model: nn.Module, config: Any) -> ModelSpec:
+    """The spec of a folder saved by transformers alone (a model trained elsewhere)."""
+    rows = model.model.get_input_embeddings().weight.shape[0]
+    return ModelSpec(arch=f"hf:{folder}", vocab_size=rows, context=model_positions(config),
+                     hf_config=config.to_dict())
+
+
+def _check_spec_matches(spec: ModelSpec, config: Any, model: nn.Module, own: Path) -> None:
+    """model_config.json and config.json describe one model; a mismatch means a hand-edited folder."""
+    expected = {"vocab_size": model.model.get_input_embeddings().weight.shape[0]}
+    if spec.arch == "gpt2":
+        expected |= {"width": config.n_embd, "layers": config.n_layer, "heads": config.n_head,
+                     "context": config.n_positions}
+    wrong = [f"{k} {getattr(spec, k)} vs {v} in config.json" for k, v in expected.items() if getattr(spec, k) != v]
+    if wrong:
+        raise DataError(own, f"disagrees with config.json ({'; '.join(wrong)}); {_retrain_hint(own.parent)}")
+
+
+def _read_spec(config: Path) -> ModelSpec:
     raw = read_json(config)
     try:
         spec = ModelSpec(**raw)
+        check_spec(spec)
+    except (TypeError, KeyError, ValueError, ParamsError) as exc:
+        raise DataError(config, f"not a canaryaudit model config ({exc}); {_retrain_hint(config.parent)}") from None
+    return spec
+
+
+def _load_own_layout(folder: Path, spec: ModelSpec, device: str | torch.device) -> nn.Module:
+    """canaryaudit's own layout: model_config.json rebuilds the model, model.safetensors holds its state dict."""
+    config = folder / "model_config.json"
+    try:
         model = build_model(spec)
     except (TypeError, KeyError, ValueError) as exc:
         raise DataError(config, f"not a canaryaudit model config ({exc}); {_retrain_hint(folder)}") from None
     weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise DataError(weights, f"file not found; {_retrain_hint(folder)}")
+    _check_weights_present(folder)
     try:
         load_model(model, str(weights), device=str(device))
     except SafetensorError as exc:
@@ -210,4 +334,27 @@ def load_model_folder(folder: Path, device: str | torch.device = "cpu") -> tuple
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()[:200]
         raise DataError(weights, f"weights do not fit {config.name} ({first}); {_retrain_hint(folder)}") from None
-    return model.to(device).eval(), spec
+    return model.to(device).eval()
+
+
+def load_model_folder(folder: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Load a model folder: the pipeline's own (model_config.json), or any HF causal LM (config.json).
+
+    A folder with config.json is loaded by transformers (safetensors only); model_config.json, when
+    present, supplies the spec, else it is read off the HF config. A missing folder or file, a config
+    that is not a ModelSpec or not a causal LM, pickle weights, or weights that are not a complete
+    safetensors file of this architecture raise DataError naming the file.
+    """
+    if not folder.is_dir():
+        raise DataError(folder, f"model folder not found; {_retrain_hint(folder)}")
+    own = folder / "model_config.json"
+    spec = _read_spec(own) if own.is_file() else None
+    if (folder / "config.json").is_file() and (spec is None or spec.arch != "lstm"):
+        model, config = _load_hf_folder(folder, device)
+        if spec is None:
+            return model, _spec_of_plain_folder(folder, model, config)
+        _check_spec_matches(spec, config, model, own)
+        return model, spec
+    if spec is None:
+        raise DataError(own, f"file not found (nor a transformers config.json); {_retrain_hint(folder)}")
+    return _load_own_layout(folder, spec, device), spec

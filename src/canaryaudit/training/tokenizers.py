@@ -68,18 +68,63 @@ class CharTokenizer:
         return "".join(self.itos[i] if i > 1 else ("\n\n" if i == 0 else "\ufffd") for i in ids)
 
     def save(self, folder: Path) -> None:
-        with atomic_open(folder / "tokenizer.json") as handle:
-            json.dump({"kind": self.kind, "chars": self.itos[2:]}, handle, ensure_ascii=False)
+        """Save as a PreTrainedTokenizerFast (AutoTokenizer loads it and gives the same ids) plus tokenizer_kind.json."""
+        from tokenizers import Tokenizer as HfTokenizer
+        from tokenizers import decoders, models
+
+        # A BPE model without merges is a character lookup: each character maps to its id, an unseen
+        # one to <unk> (one <unk> per character, as encode does); no normalizer, no pre-tokenizer,
+        # so spaces and newlines are characters like any other, and Fuse joins them back on decode.
+        backend = HfTokenizer(models.BPE(vocab=dict(self.stoi), merges=[], unk_token=UNK))
+        backend.decoder = decoders.Fuse()
+        save_hf_tokenizer(backend, folder, self.kind)
 
     @classmethod
     def load(cls, folder: Path) -> CharTokenizer:
+        """Read what :meth:`save` writes, or the older {"kind": "char", "chars": [...]} tokenizer.json."""
         path = folder / "tokenizer.json"
-        chars = read_json(path).get("chars")
+        raw = read_json(path)
+        chars = raw.get("chars") if isinstance(raw, dict) and "chars" in raw else _chars_of_hf_vocab(raw, path)
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise DataError(path, "corrupt char tokenizer: 'chars' must be a list of single characters")
         if len(set(chars)) != len(chars) or EOS in chars or UNK in chars:
             raise DataError(path, "corrupt char tokenizer: 'chars' repeats a character")
         return cls(chars)
+
+
+def _chars_of_hf_vocab(raw: object, path: Path) -> object:
+    """The characters of a char tokenizer saved in the HF format, in id order after <eos> and <unk>."""
+    vocab = raw.get("model", {}).get("vocab") if isinstance(raw, dict) and isinstance(raw.get("model"), dict) else None
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise DataError(path, "corrupt char tokenizer: no model.vocab of token ids")
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))) or [t for t, _ in by_id[:2]] != [EOS, UNK]:
+        raise DataError(path, "corrupt char tokenizer: ids must run 0..n-1 from <eos> and <unk>")
+    return [t for t, _ in by_id[2:]]
+
+
+def save_hf_tokenizer(backend, folder: Path, kind: str) -> None:
+    """Write ``backend`` (a tokenizers.Tokenizer) as a PreTrainedTokenizerFast, and tokenizer_kind.json.
+
+    save_pretrained writes into a temporary subfolder whose files are then renamed in one by one
+    (each atomically), so an interrupted save leaves no half file.
+    """
+    import shutil
+
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS,
+                                   unk_token=UNK if backend.token_to_id(UNK) is not None else None)
+    tmp = folder / ".saving-tokenizer"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        fast.save_pretrained(str(tmp))
+        for path in sorted(tmp.iterdir()):
+            path.replace(folder / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_open(folder / "tokenizer_kind.json") as handle:
+        json.dump({"kind": kind}, handle)
 
 
 class BpeTokenizer:
@@ -122,10 +167,7 @@ class BpeTokenizer:
         return self.backend.decode(list(ids))
 
     def save(self, folder: Path) -> None:
-        with atomic_open(folder / "tokenizer.json") as handle:
-            handle.write(self.backend.to_str())
-        with atomic_open(folder / "tokenizer_kind.json") as handle:
-            json.dump({"kind": self.kind}, handle)
+        save_hf_tokenizer(self.backend, folder, self.kind)
 
     @classmethod
     def load(cls, folder: Path) -> BpeTokenizer:
@@ -199,16 +241,35 @@ def build_tokenizer(kind: str, texts: Sequence[str], options: TokenizerOptions) 
     return TOKENIZERS.get(kind)(texts, options)
 
 
-def load_tokenizer(folder: Path, vocab_size: int | None = None) -> Tokenizer:
-    """Load what :meth:`Tokenizer.save` wrote into ``folder``.
+HF_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
-    A missing, corrupt or unknown tokenizer file, or one whose vocabulary differs from the
-    model's ``vocab_size``, raises DataError naming the file (not a params key: the file is at fault).
-    """
+
+def _saved_kind(folder: Path) -> tuple[str | None, Path]:
+    """The kind of the tokenizer saved in ``folder`` and the file that says so."""
     kind_file = folder / "tokenizer_kind.json"
-    source = kind_file if kind_file.exists() else folder / "tokenizer.json"
-    meta = read_json(source)
-    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind_file.exists():
+        meta = read_json(kind_file)
+        return (meta.get("kind") if isinstance(meta, dict) else None), kind_file
+    legacy = folder / "tokenizer.json"
+    if legacy.exists() and not (folder / "tokenizer_config.json").exists():
+        meta = read_json(legacy)  # canaryaudit's first format: {"kind": "char", "chars": [...]}
+        if isinstance(meta, dict) and "model" not in meta:
+            return meta.get("kind"), legacy
+    if any((folder / name).exists() for name in HF_TOKENIZER_FILES):
+        return "pretrained", folder  # saved by transformers: a model trained elsewhere
+    raise DataError(folder, "no tokenizer (tokenizer.json or tokenizer_config.json); save the model's tokenizer "
+                    "into the folder with tokenizer.save_pretrained(folder)")
+
+
+def load_tokenizer(folder: Path, vocab_size: int | None = None, at_most: bool = False) -> Tokenizer:
+    """Load what :meth:`Tokenizer.save` (or transformers' ``save_pretrained``) wrote into ``folder``.
+
+    ``vocab_size`` is the model's embedding rows: char and BPE tokenizers must match it exactly; a
+    pretrained one (or any, with ``at_most``) may have fewer tokens, since models often pad their
+    embeddings (GPT-2-style 50257 tokens in 50304 rows). A missing, corrupt or unknown tokenizer, or
+    one that does not fit, raises DataError naming the file (not a params key: the file is at fault).
+    """
+    kind, source = _saved_kind(folder)
     if kind == "char":
         tokenizer: Tokenizer = CharTokenizer.load(folder)
     elif kind == "bpe":
@@ -217,7 +278,9 @@ def load_tokenizer(folder: Path, vocab_size: int | None = None) -> Tokenizer:
         tokenizer = PretrainedTokenizer.from_path(str(folder))
     else:
         raise DataError(source, f"unknown or missing tokenizer kind {kind!r}; known: char, bpe, pretrained")
-    if vocab_size is not None and tokenizer.vocab_size != vocab_size:
-        raise DataError(source, f"tokenizer has {tokenizer.vocab_size} tokens but the model was trained with "
-                                f"{vocab_size}; the model folder is inconsistent: retrain it")
+    if vocab_size is not None:
+        fits = tokenizer.vocab_size <= vocab_size if at_most or kind == "pretrained" else tokenizer.vocab_size == vocab_size
+        if not fits:
+            raise DataError(source, f"tokenizer has {tokenizer.vocab_size} tokens but the model was trained with "
+                                    f"{vocab_size}; the model folder is inconsistent: retrain it")
     return tokenizer
