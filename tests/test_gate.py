@@ -150,8 +150,89 @@ def test_gate_json_shape_and_table(reports):
     assert gate["rules"][0] == {"name": "dp-utility", "check": "test_perplexity", "variant": "dp", "max": 20.0,
                                 "value": 17.28, "passed": True, "reason": "test perplexity of dp is 17.28 <= 20"}
     table = format_table(gate)
-    assert "dp-utility" in table and "FAIL" in table and table.endswith("gate FAILED (1 of 2 rules)")
-    assert evaluate_gate([], load_inputs(reports, ("dp",))) == {"passed": True, "rules": []}
+    assert "dp-utility" in table and "FAIL" in table and "gate FAILED (1 of 2 rules fail)" in table
+    empty = evaluate_gate([], load_inputs(reports, ("dp",)))
+    assert empty["passed"] is True and empty["rules"] == []
+
+
+# ---------------------------------------------------------------- rules over `all`, utility, leaks
+
+
+def test_rule_over_all_is_checked_for_every_variant(reports):
+    inputs = load_inputs(reports, ("dp", "nonprivate"))
+    gate = evaluate_gate([_rule(check="test_perplexity", variant="all", max=5.0)], inputs)
+    by_variant = {r["variant"]: r for r in gate["rules"]}
+    assert sorted(by_variant) == ["dp", "nonprivate"]
+    assert by_variant["nonprivate"]["passed"] is True and by_variant["nonprivate"]["value"] == 2.06
+    assert by_variant["dp"]["passed"] is False and by_variant["dp"]["name"] == "dp-test_perplexity"
+    assert gate["passed"] is False  # one variant failing fails the rule over all
+    named = evaluate_gate([_rule(check="test_perplexity", variant="all", max=50.0, name="usable")], inputs)
+    assert [r["name"] for r in named["rules"]] == ["usable-dp", "usable-nonprivate"] and named["passed"] is True
+
+
+def test_rule_over_all_fails_for_a_variant_without_the_measurement(reports):
+    inputs = load_inputs(reports, ("dp", "nonprivate"))
+    gate = evaluate_gate([_rule(check="memorized_pii", variant="all", max=0)], inputs)
+    nonprivate = next(r for r in gate["rules"] if r["variant"] == "nonprivate")
+    assert nonprivate["value"] is None and "extract/nonprivate.json is missing" in nonprivate["reason"]
+
+
+@pytest.mark.parametrize("limit, passed", [(8.4, True), (8.38, False), (1.5, False)])
+def test_perplexity_ratio_rule(reports, limit, passed):
+    result = _evaluate(reports, _rule(check="test_perplexity_ratio", variant="dp", baseline="nonprivate", max=limit))
+    assert result["value"] == pytest.approx(17.28 / 2.06)  # 8.388...
+    assert result["passed"] is passed and result["baseline"] == "nonprivate"
+    assert "test perplexity of dp / test perplexity of nonprivate is 8.388x" in result["reason"]
+
+
+def test_perplexity_ratio_over_all_skips_its_baseline(reports):
+    gate = evaluate_gate([_rule(check="test_perplexity_ratio", variant="all", baseline="nonprivate", max=10)],
+                         load_inputs(reports, ("dp", "nonprivate")))
+    assert [r["variant"] for r in gate["rules"]] == ["dp"] and gate["passed"] is True
+
+
+def test_perplexity_ratio_missing_baseline_report_fails(reports):
+    (reports / "train" / "nonprivate.json").unlink()
+    result = _evaluate(reports, _rule(check="test_perplexity_ratio", variant="dp", baseline="nonprivate", max=10))
+    assert result["value"] is None and "train/nonprivate.json is missing" in result["reason"]
+
+
+def test_baseline_is_required_by_the_ratio_rule_and_only_by_it():
+    with pytest.raises(ValueError, match="baseline is required"):
+        GateRule(check="test_perplexity_ratio", variant="dp", max=1.5)
+    with pytest.raises(ValueError, match="baseline is required"):
+        GateRule(check="test_perplexity", variant="dp", baseline="nonprivate", max=1.5)
+
+
+def test_empirical_epsilon_rule_says_it_bounds_the_lower_end(reports):
+    result = _evaluate(reports, _rule(check="empirical_epsilon", variant="dp", max=1.0))
+    assert "lower end" in result["reason"] and result["passed"] is True
+
+
+def test_leaks_name_every_variant_with_evidence_even_when_the_gate_passes(reports):
+    """dp has extracted canaries, PII, samples, an AUC interval above 0.5 and eps > 0: all listed."""
+    inputs = load_inputs(reports, ("dp", "nonprivate"))
+    gate = evaluate_gate([_rule(check="test_perplexity", variant="dp", max=20)], inputs)
+    assert gate["passed"] is True
+    assert gate["leaks"]["dp"] == [
+        "1 inserted canaries extracted by search", "1 canaries found in generated samples",
+        "2 PII items in memorized samples", "3 memorized private samples",
+        "membership AUC 0.710 (perplexity; 95 % interval above 0.5)", "empirical epsilon >= 0.40"]
+    assert "nonprivate" not in gate["leaks"]  # no exposure or extract report: nothing to judge
+    assert gate["verdict"].startswith("gate PASSED (1 of 1 rules hold); dp leaks: 1 inserted canaries")
+
+
+def test_no_leak_is_stated_as_such(reports):
+    exposure = reports / "exposure" / "dp.json"
+    data = json.loads(exposure.read_text())
+    data["extracted"] = 0
+    exposure.write_text(json.dumps(data))
+    (reports / "extract" / "dp.json").write_text(json.dumps({
+        "unique_memorized": 0, "memorized_pii": [], "memorized_canaries": [],
+        "membership": {"metrics": {"perplexity": {"auc": 0.53, "auc_ci": [0.47, 0.6]}}},
+        "empirical_epsilon": {"epsilon_lower_bound": 0.0}}))
+    gate = evaluate_gate([], load_inputs(reports, ("dp",)))
+    assert gate["leaks"] == {"dp": []} and gate["verdict"] == "gate PASSED (0 of 0 rules hold); dp: no leak measured."
 
 
 # ---------------------------------------------------------------- canaryaudit gate
@@ -174,7 +255,8 @@ def test_cli_exit_0_when_every_default_rule_passes(tmp_path, capsys):
     out = tmp_path / "gate.json"
     assert cmd_gate(_args(tmp_path, out=out)) == 0
     printed = capsys.readouterr().out
-    assert "dp-exposure-x64" in printed and printed.strip().endswith("gate PASSED")
+    assert "dp-exposure-x64" in printed and "dp-test_perplexity_ratio" in printed
+    assert "gate PASSED (5 of 5 rules hold); " in printed and "nonprivate leaks: 2 inserted canaries" in printed
     assert json.loads(out.read_text())["passed"] is True
 
 
@@ -183,6 +265,23 @@ def test_cli_exit_1_when_a_rule_fails(tmp_path, capsys):
     rules = [{"check": "exposure", "variant": "nonprivate", "insertions": 64, "max": 20.0}]
     assert cmd_gate(_args(tmp_path, rules)) == 1
     assert "nonprivate-exposure-x64" in capsys.readouterr().out
+
+
+def test_cli_rule_over_all_exits_1_when_one_variant_fails_and_0_when_all_pass(tmp_path, capsys):
+    make_reports(tmp_path / "reports")
+    strict = [{"check": "extracted_canaries", "variant": "all", "max": 0}]
+    assert cmd_gate(_args(tmp_path, strict)) == 1  # the non-private model has extracted canaries
+    assert "nonprivate-extracted_canaries" in capsys.readouterr().out
+    loose = [{"check": "test_perplexity", "variant": "all", "max": 100.0}]
+    assert cmd_gate(_args(tmp_path, loose)) == 0
+
+
+def test_cli_utility_rule_exit_codes(tmp_path):
+    make_reports(tmp_path / "reports")
+    rule = {"check": "test_perplexity_ratio", "variant": "dp", "baseline": "nonprivate"}
+    assert cmd_gate(_args(tmp_path, [{**rule, "max": 1.5}])) == 0
+    assert cmd_gate(_args(tmp_path, [{**rule, "max": 1.01}])) == 1
+    assert cmd_gate(_args(tmp_path, [{**rule, "baseline": "nobody", "max": 1.5}])) == 2  # not a variant
 
 
 def test_cli_exit_1_when_a_measurement_is_missing(tmp_path):

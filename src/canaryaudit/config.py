@@ -589,8 +589,9 @@ class ExtractParams(Section):
 
 GATE_CHECKS = (
     "exposure", "extracted_canaries", "memorized_samples", "memorized_pii", "memorized_canaries",
-    "membership_auc", "empirical_epsilon", "accountant_epsilon", "test_perplexity",
+    "membership_auc", "empirical_epsilon", "accountant_epsilon", "test_perplexity", "test_perplexity_ratio",
 )
+ALL_VARIANTS = "all"  # a gate rule's variant: the rule is checked for every audited model
 
 
 class ReportParams(Section):
@@ -600,8 +601,9 @@ class ReportParams(Section):
 
 class GateRule(Section):
     check: str  # what is measured; see GATE_CHECKS
-    variant: str = Field(min_length=1)  # the train variant it applies to
+    variant: str = Field(min_length=1)  # the train variant or external model it applies to, or `all`
     max: float  # the rule passes when the measured value is <= max
+    baseline: str | None = None  # test_perplexity_ratio only: the variant whose perplexity is the denominator
     name: str | None = None  # shown in the verdict (default: derived from the check)
     insertions: int | None = Field(None, ge=0)  # exposure only: canaries inserted this many times
     estimator: Literal["best", "exact", "extrapolation", "interpolation"] = "best"  # exposure only
@@ -625,6 +627,9 @@ class GateRule(Section):
             raise ValueError("insertions and estimator apply to exposure rules only")
         if self.check != "membership_auc" and (self.metric is not None or self.use != "point"):
             raise ValueError("metric and use apply to membership_auc rules only")
+        if (self.check == "test_perplexity_ratio") != (self.baseline is not None):
+            raise ValueError("baseline is required by test_perplexity_ratio rules and applies to them only "
+                             "(e.g. {check: test_perplexity_ratio, variant: dp, baseline: nonprivate, max: 1.5})")
         if self.metric is not None and self.metric not in EXTRACT_METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(EXTRACT_METRICS)}")
         return self
@@ -636,6 +641,7 @@ def _default_gate_rules() -> tuple[GateRule, ...]:
         GateRule(check="extracted_canaries", variant="dp", max=0),
         GateRule(check="memorized_pii", variant="dp", max=0),
         GateRule(check="membership_auc", variant="dp", max=0.6, use="ci_low"),
+        GateRule(check="test_perplexity_ratio", variant="dp", baseline="nonprivate", max=1.5),
     )
 
 
@@ -678,9 +684,13 @@ class Params(Section):
                     raise ValueError(f"exposure.references: {self.exposure.references} references requested, but "
                                      f"format {fmt.name!r} has only {free} fillings that are not canaries")
         for i, rule in enumerate(self.gate.rules if "gate" in self.model_fields_set else ()):
-            if rule.variant not in self.train.audited:
-                raise ValueError(f"gate.rules[{i}].variant {rule.variant!r} is not a train variant or external "
-                                 f"model; defined: {', '.join(self.train.audited)}")
+            for field_name in ("variant", "baseline"):
+                name = getattr(rule, field_name)
+                if name is None or name in self.train.audited or (field_name == "variant" and name == ALL_VARIANTS):
+                    continue
+                also = f" or {ALL_VARIANTS!r}" if field_name == "variant" else ""
+                raise ValueError(f"gate.rules[{i}].{field_name} {name!r} is not a train variant or external "
+                                 f"model{also}; defined: {', '.join(self.train.audited)}")
         return self
 
 

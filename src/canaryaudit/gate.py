@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from canaryaudit.config import ALL_VARIANTS
 from canaryaudit.errors import CanaryAuditError
 from canaryaudit.registry import Registry
 from canaryaudit.report import measures
@@ -34,6 +35,7 @@ class Rule(Protocol):
     variant: str
     max: float
     name: str | None
+    baseline: str | None
     insertions: int | None
     estimator: str
     metric: str | None
@@ -58,7 +60,10 @@ CHECK_PARTS = {
     "exposure": "exposure", "extracted_canaries": "exposure", "memorized_samples": "extract",
     "memorized_pii": "extract", "memorized_canaries": "extract", "membership_auc": "extract",
     "empirical_epsilon": "extract", "accountant_epsilon": "train", "test_perplexity": "train",
+    "test_perplexity_ratio": "train",
 }
+#: Every report part the leak summary reads (``leak_summary``).
+LEAK_PARTS = ("exposure", "extract")
 
 
 def _absent(inputs: ReportInputs, part: str, variant: str, what: str) -> Measurement:
@@ -129,7 +134,8 @@ def _membership_auc(rule: Rule, inputs: ReportInputs) -> Measurement:
 
 
 CHECKS.add("empirical_epsilon", _field_check(
-    "extract", "empirical epsilon lower bound of {variant}", measures.empirical_epsilon,
+    "extract", "empirical epsilon of {variant} (the lower end: a one-run lower bound at the configured confidence)",
+    measures.empirical_epsilon,
     "{part}/{variant}.json has no empirical_epsilon"))
 CHECKS.add("accountant_epsilon", _field_check(
     "train", "accountant epsilon of {variant}", measures.accountant_epsilon,
@@ -139,11 +145,28 @@ CHECKS.add("test_perplexity", _field_check(
     "{part}/{variant}.json has no test_perplexity"))
 
 
+@CHECKS.register("test_perplexity_ratio")
+def _test_perplexity_ratio(rule: Rule, inputs: ReportInputs) -> Measurement:
+    """Utility: the variant's test perplexity over the baseline's (1.0 = as useful; higher = worse)."""
+    baseline = rule.baseline or ""
+    what = f"test perplexity of {rule.variant} / test perplexity of {baseline}"
+    for name in (rule.variant, baseline):
+        if name not in inputs.train:
+            return _absent(inputs, "train", name, what)
+    ratio = measures.perplexity_ratio(inputs.train[rule.variant], inputs.train[baseline])
+    if ratio is None:
+        return Measurement(None, what, missing=f"train/{rule.variant}.json or train/{baseline}.json has no "
+                                                "positive test_perplexity")
+    return Measurement(ratio, what, "x")
+
+
 # ---------------------------------------------------------------- evaluation
 
 
 def rule_name(rule: Rule) -> str:
     """The rule's name, or one derived from it: ``dp-exposure-x64``, ``dp-membership_auc-zlib``."""
+    if isinstance(rule, _OneVariant) and rule.rule.name:
+        return f"{rule.rule.name}-{rule.variant}"
     if rule.name:
         return rule.name
     suffix = f"-x{rule.insertions}" if rule.insertions is not None else ""
@@ -159,7 +182,7 @@ def evaluate_rule(rule: Rule, inputs: ReportInputs) -> dict[str, Any]:
     """One gate.json entry: name, check, variant, max, value, passed, reason (+ the rule's options)."""
     measurement = CHECKS.get(rule.check)(rule, inputs)
     entry: dict[str, Any] = {"name": rule_name(rule), "check": rule.check, "variant": rule.variant, "max": rule.max}
-    for option in ("insertions", "metric"):
+    for option in ("insertions", "metric", "baseline"):
         if getattr(rule, option, None) is not None:
             entry[option] = getattr(rule, option)
     if rule.check == "membership_auc":
@@ -176,16 +199,67 @@ def evaluate_rule(rule: Rule, inputs: ReportInputs) -> dict[str, Any]:
     return {**entry, "value": value, "passed": passed, "reason": reason}
 
 
+@dataclass(frozen=True)
+class _OneVariant:
+    """A rule over ``all`` narrowed to one variant (every other field as given)."""
+
+    rule: Rule
+    variant: str
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rule, name)
+
+
+def expand_rules(rules: Sequence[Rule], variants: Sequence[str]) -> list[Rule]:
+    """Each rule as given, a rule over ``all`` once per audited variant (named ``NAME-VARIANT``).
+
+    A ratio rule over ``all`` skips its own baseline (its ratio to itself is 1 by definition).
+    """
+    out: list[Rule] = []
+    for rule in rules:
+        if rule.variant != ALL_VARIANTS:
+            out.append(rule)
+            continue
+        out.extend(_OneVariant(rule, v) for v in variants if v != getattr(rule, "baseline", None))
+    return out
+
+
 def evaluate_gate(rules: Sequence[Rule], inputs: ReportInputs) -> dict[str, Any]:
-    """gate.json: ``{"passed": all rules passed, "rules": [...]}`` (no rules: passed)."""
-    results = [evaluate_rule(rule, inputs) for rule in rules]
-    return {"passed": all(r["passed"] for r in results), "rules": results}
+    """gate.json: ``{"passed", "rules", "leaks", "verdict"}``; no rules: passed.
+
+    Rules over ``all`` are checked for every variant in ``inputs.variants``. ``leaks`` lists, for
+    every variant, the measurements that show it leaks (whatever the rules judge), and ``verdict``
+    says in one sentence whether the gate passed and which variants leak.
+    """
+    results = [evaluate_rule(rule, inputs) for rule in expand_rules(rules, inputs.variants)]
+    passed = all(r["passed"] for r in results)
+    leaks = leak_summary(inputs)
+    return {"passed": passed, "rules": results, "leaks": leaks, "verdict": verdict_sentence(passed, results, leaks)}
 
 
-def gate_inputs(rules: Sequence[Rule], reports_dir: str | Path) -> ReportInputs:
-    """Load only the reports the rules read."""
-    parts = {CHECK_PARTS[rule.check] for rule in rules if rule.check in CHECK_PARTS}
-    variants = sorted({rule.variant for rule in rules})
+def leak_summary(inputs: ReportInputs) -> dict[str, list[str]]:
+    """Variant -> the evidence that it leaks (empty list: nothing measurable), for every loaded variant."""
+    return {v: measures.leak_evidence(inputs.exposure.get(v), inputs.extract.get(v)) for v in inputs.variants
+            if v in inputs.exposure or v in inputs.extract}
+
+
+def verdict_sentence(passed: bool, results: Sequence[Mapping[str, Any]], leaks: Mapping[str, list[str]]) -> str:
+    """``gate PASSED (5 of 5 rules hold); nonprivate leaks: 3 canaries extracted; dp: no leak measured.``"""
+    failed = sum(1 for r in results if not r["passed"])
+    head = (f"gate PASSED ({len(results)} of {len(results)} rules hold)" if passed
+            else f"gate FAILED ({failed} of {len(results)} rules fail)")
+    parts = [f"{v} leaks: {', '.join(ev)}" if ev else f"{v}: no leak measured" for v, ev in leaks.items()]
+    return "; ".join([head, *parts]) + "."
+
+
+def gate_inputs(rules: Sequence[Rule], reports_dir: str | Path, audited: Sequence[str] = ()) -> ReportInputs:
+    """Load the reports the rules read, and the leak summary's for every audited model.
+
+    ``audited``: every variant and external model (a rule over ``all`` applies to each).
+    """
+    parts = {CHECK_PARTS[rule.check] for rule in rules if rule.check in CHECK_PARTS} | set(LEAK_PARTS)
+    named = {rule.variant for rule in rules} | {rule.baseline for rule in rules if getattr(rule, "baseline", None)}
+    variants = [*audited, *sorted(named - set(audited) - {ALL_VARIANTS})]
     return load_inputs(reports_dir, variants, parts=parts)
 
 
@@ -200,7 +274,7 @@ def format_table(gate: Mapping[str, Any]) -> str:
         f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}" for row in rows
     ]
     failed = [r for r in gate["rules"] if not r["passed"]]
-    verdict = "gate PASSED" if gate["passed"] else f"gate FAILED ({len(failed)} of {len(gate['rules'])} rules)"
+    verdict = gate.get("verdict") or ("gate PASSED" if gate["passed"] else f"gate FAILED ({len(failed)} rules)")
     return "\n".join([*lines, *(f"  - {r['reason']}" for r in failed), verdict])
 
 
@@ -283,8 +357,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     reports_dir = Path(args.reports)
     try:
-        rules = load_params(args.params).gate.rules
-        inputs = gate_inputs(rules, reports_dir)
+        params = load_params(args.params)
+        rules = params.gate.rules
+        inputs = gate_inputs(rules, reports_dir, params.train.audited)
     except CanaryAuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

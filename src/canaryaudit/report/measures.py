@@ -169,6 +169,41 @@ def test_perplexity(train: Mapping[str, Any] | None) -> float | None:
     return as_number(train.get("test_perplexity")) if train else None
 
 
+def perplexity_ratio(train: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> float | None:
+    """Test perplexity of a variant over its baseline's (1.0 = as useful as the baseline; higher = worse)."""
+    mine, theirs = test_perplexity(train), test_perplexity(baseline)
+    if mine is None or theirs is None or theirs <= 0:
+        return None
+    return mine / theirs
+
+
+def leak_evidence(exposure: Mapping[str, Any] | None, extract: Mapping[str, Any] | None) -> list[str]:
+    """What shows that a model leaks, each a short phrase; empty when nothing measurable leaked.
+
+    Only evidence that chance alone cannot produce counts: a canary recovered by the
+    shortest-path search or found in generated samples, PII or private text verified in
+    samples, a membership AUC whose 95 % interval lies above 0.5, an empirical epsilon
+    lower bound above 0 (at its configured confidence). A high exposure alone is not listed:
+    the exposure section ranks it against the held-out canaries.
+    """
+    evidence = []
+    counts = (
+        (extracted_canaries(exposure), "inserted canaries extracted by search"),
+        (memorized_canary_count(extract), "canaries found in generated samples"),
+        (memorized_pii_count(extract), "PII items in memorized samples"),
+        (unique_memorized(extract), "memorized private samples"),
+    )
+    evidence += [f"{n} {what}" for n, what in counts if n]
+    auc, metric = membership_auc(extract, use="ci_low")
+    if auc is not None and auc > 0.5:
+        point, _ = membership_auc(extract, metric, "point")
+        evidence.append(f"membership AUC {point:.3f} ({metric}; 95 % interval above 0.5)")
+    eps = empirical_epsilon(extract)
+    if eps is not None and eps > 0:
+        evidence.append(f"empirical epsilon >= {eps:.2f}")
+    return evidence
+
+
 def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
     """(k*eps, k*e^((k-1)*eps)*delta): the guarantee for a record repeated in k training sequences.
 

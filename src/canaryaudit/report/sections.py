@@ -30,7 +30,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def verdict(gate: Mapping[str, Any]) -> dict[str, Any]:
     rules = [{**r, "detail": rule_detail(r)} for r in gate.get("rules", [])]
     failed = [r for r in rules if not r.get("passed")]
-    return {"passed": bool(gate.get("passed")), "rules": rules, "failed": failed}
+    leaks = [{"variant": v, "evidence": list(ev)} for v, ev in _dict(gate.get("leaks")).items()]
+    return {"passed": bool(gate.get("passed")), "rules": rules, "failed": failed, "leaks": leaks}
 
 
 #: What each ``use`` of a membership_auc rule reads (the gate's own wording).
@@ -44,6 +45,10 @@ def rule_detail(rule: Mapping[str, Any]) -> str:
         return f"{rule.get('insertions')}× inserted, highest, {rule.get('estimator', 'best')} estimator"
     if check == "extracted_canaries":
         return "within the top K fillings of the shortest-path search"
+    if check == "test_perplexity_ratio":
+        return f"over {rule.get('baseline')}; higher = less useful"
+    if check == "empirical_epsilon":
+        return "one-run lower bound: its low end"
     if check == "membership_auc":
         metric = rule.get("metric") or "best non-degenerate metric"
         return f"{metric}, {AUC_USE_LABELS.get(rule.get('use', 'point'), rule.get('use'))}"
