@@ -17,6 +17,7 @@ from canaryaudit.schemas import CANARIES, DOCUMENTS, SAMPLES, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
 from canaryaudit.training.models import load_model_folder
+from canaryaudit.training.base import has_base_model
 from canaryaudit.training.tokenizers import load_tokenizer
 
 TOP_SAMPLES = 100  # memorized samples kept in V.json (the report shows report.top_samples of them)
@@ -26,14 +27,27 @@ def _texts(path: str) -> list[str]:
     return [r["text"] for r in read_checked_jsonl(DOCUMENTS, path)]
 
 
-def load_audited(args, reference_variant: str, device) -> AuditedModel:
+def load_audited(args, reference_variant: str, device) -> tuple[AuditedModel, str | None]:
+    """The audited model with its reference, and why there is no reference (None: there is one)."""
     model, spec = load_model_folder(Path(args.model), device)
     tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
     if args.variant == reference_variant:  # the ratio against itself is identically 1: skip the metric
-        return AuditedModel(model, tokenizer, device)
+        return AuditedModel(model, tokenizer, device), None
+    if not has_base_model(Path(args.reference_model)):  # models/pretrain with pretrain.source: none
+        return AuditedModel(model, tokenizer, device), (
+            f"no reference model: {args.reference_model} holds no model (pretrain.source is none); name a train "
+            "variant in extract.reference_variant")
     reference, ref_spec = load_model_folder(Path(args.reference_model), device)
     return AuditedModel(model, tokenizer, device, reference,
-                        load_tokenizer(Path(args.reference_model), ref_spec.vocab_size))
+                        load_tokenizer(Path(args.reference_model), ref_spec.vocab_size)), None
+
+
+def public_texts(folder: str | None) -> list[str] | None:
+    """The public pretraining corpus (data/public/train and valid), or None without one."""
+    if not folder or not (Path(folder) / "train.jsonl").is_file():
+        return None
+    return [t for name in ("train", "valid") if (Path(folder) / f"{name}.jsonl").is_file()
+            for t in _texts(str(Path(folder) / f"{name}.jsonl"))]
 
 
 def log_to_mlflow(variant: str, params, report: dict) -> None:
@@ -58,13 +72,14 @@ def main(args) -> None:
     all_params = load_params(args.params)
     params = all_params.extract
     device = resolve_device(params.device)
-    audited = load_audited(args, params.reference_variant, device)
+    audited, no_reference = load_audited(args, params.reference_variant, device)
     try:
         report, samples, roc = run_extraction(
             audited, params, variant=args.variant, reference_variant=params.reference_variant,
             train_texts=_texts(args.train), test_texts=_texts(args.test), member_texts=_texts(args.members),
             canaries=read_checked_jsonl(CANARIES, args.canaries), train_report=read_json(args.train_report),
             top_samples=TOP_SAMPLES, base_dir=Path(args.params).resolve().parent,
+            public_texts=public_texts(args.public), no_reference_reason=no_reference,
         )
     except ValueError as exc:  # a setting that does not fit the data (e.g. segments longer than documents)
         raise ParamsError(str(exc)) from None
@@ -88,6 +103,8 @@ if __name__ == "__main__":
     parser.add_argument("--variant", required=True)
     parser.add_argument("--model", required=True, help="models/VARIANT")
     parser.add_argument("--reference-model", required=True, help="models/<extract.reference_variant>")
+    parser.add_argument("--public", default=None,
+                        help="the public pretraining corpus (data/public): its text is not counted as private")
     parser.add_argument("--train", default="data/augmented/train.jsonl")
     parser.add_argument("--members", default="data/sanitized/train.jsonl",
                         help="training split before canary insertion: membership-inference members")

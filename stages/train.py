@@ -6,21 +6,21 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
-from canaryaudit.io import atomic_folder, write_csv, write_json
+from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
 from canaryaudit.training.data import file_sha256
 from canaryaudit.training.loop import Trainer
-from canaryaudit.training.hf_card import write_model_card
-from canaryaudit.training.models import count_parameters, save_model_folder
+from canaryaudit.training.base import fine_tune_settings
+from canaryaudit.training.models import count_parameters
 from canaryaudit.training.pipeline import (
     build_variant_model,
     check_searchable,
     loss_series,
     model_card,
     prepare_data,
-    save_lora_adapter,
+    save_trained,
     settings_hash,
     train_report,
 )
@@ -32,10 +32,15 @@ def _texts(path: str) -> list[str]:
 
 def main(args) -> None:
     params = load_params(args.params)
-    settings = params.train.variant(args.variant)
     key = f"train.variants.{args.variant}"
+    base = Path(args.base) if args.base else None
+    settings = fine_tune_settings(params.train.variant(args.variant), base, key)
     train_texts = _texts(args.train)
     data_sha = file_sha256(args.train)
+    base_sha = None
+    if base is not None and settings.model.arch == f"hf:{base.as_posix()}":
+        log.info("%s: fine-tunes the public base model in %s (train.init: pretrain)", args.variant, base)
+        base_sha = file_sha256(str(base / "model.safetensors"))
     data = prepare_data(settings, train_texts, _texts(args.valid), _texts(args.test))
     # Before any training: what the exposure stage will need of this tokenizer (BPE may merge symbols).
     check_searchable(params.canaries.parsed_formats(), data.tokenizer, key)
@@ -55,7 +60,8 @@ def main(args) -> None:
             tracker.log_metrics(run_id, metrics, step=record.epoch)
 
     try:
-        result = _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, run_id, on_epoch)
+        result = _train_and_save(args, settings, key, model, spec, data, (data_sha, base_sha), tracker, run_id,
+                                 on_epoch)
     except BaseException as exc:
         if tracker and run_id:  # never leave the run RUNNING (a SIGKILL is reaped by the next run)
             tracker.finish_quietly(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
@@ -66,18 +72,16 @@ def main(args) -> None:
              result.test_perplexity, eps, args.out)
 
 
-def _train_and_save(args, settings, key, model, spec, data, data_sha, tracker, run_id, on_epoch):
+def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_id, on_epoch):
+    data_sha, base_sha = shas  # a checkpoint resumes only on the same data and the same base model
     trainer = Trainer(settings, model, data.train, data.valid, data.test, key=key,
                       checkpoint_dir=Path(args.checkpoints) / args.variant,
-                      checkpoint_key=settings_hash(settings, data_sha), on_epoch=on_epoch)
+                      checkpoint_key=settings_hash(settings, data_sha + (base_sha or "")), on_epoch=on_epoch)
     result = trainer.run()
     card = model_card(args.variant, settings, spec, result.model, result, data_sha)
-    with atomic_folder(args.out) as out:  # all or nothing: a full disk leaves no half model folder
-        save_model_folder(result.model, spec, out)
-        data.tokenizer.save(out)
-        save_lora_adapter(result, out)  # models/V/adapter/ for an hf:PATH LoRA fine-tune
-        write_json(out / "card.json", card)
-        write_model_card(out, card)  # README.md: the HF model card
+    if base_sha is not None:
+        card["base_model"] = {"path": str(args.base), "sha256": base_sha, "trained_on": "the public corpus (pretrain)"}
+    save_trained(args.out, result, spec, data.tokenizer, card)
     report = train_report(args.variant, result, count_parameters(result.model), settings)
     write_json(args.report, report)
     write_csv(args.plot, loss_series(result))
@@ -101,5 +105,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True, help="model folder, e.g. models/VARIANT")
     parser.add_argument("--report", required=True, help="metrics JSON, e.g. reports/train/VARIANT.json")
     parser.add_argument("--plot", required=True, help="per-epoch loss CSV, e.g. reports/train/VARIANT_loss.csv")
+    parser.add_argument("--base", default=None,
+                        help="the pretrain stage's base model folder, e.g. models/pretrain (train.init: pretrain)")
     parser.add_argument("--checkpoints", default=".canaryaudit/checkpoints", help="resume state (outside DVC outputs)")
     run_stage("train", main, parser)

@@ -95,6 +95,44 @@ class DataParams(Section):
         return value
 
 
+# ---------------------------------------------------------------- pretrain (public base model)
+
+PRETRAIN_NONE = "none"
+PRETRAIN_MODEL = "pretrain"  # its model folder, models/pretrain: extract.reference_variant may name it
+
+
+class PretrainParams(Section):
+    """Public pretraining: a base model trained on text disjoint from the private corpus.
+
+    Every variant with ``train.init: pretrain`` (the default) fine-tunes from it, as teams
+    fine-tune a public pretrained model; it is also the reference model of extraction's
+    reference_ratio. ``builtin:emails`` is the generator with ``seed`` and none of the private
+    corpus's people; ``file:``/``hf:`` read the user's public text (exact copies of private
+    documents are dropped); ``none`` trains every variant from scratch.
+    """
+
+    source: str = "builtin:emails"
+    seed: int = Field(4321, ge=0)  # public corpus generation (builtin) and the base model's training
+    target_bytes: int = Field(1_500_000, ge=10_000, le=200_000_000)  # builtin only: UTF-8 bytes generated
+    max_documents: int | None = Field(None, ge=1)  # cap after loading (None = all)
+    epochs: int = Field(1, ge=1, le=10_000)
+    # Pass the public text through the sanitize stage's detectors and actions, so that it spells PII
+    # the way the private training text does (<EMAIL>, <PHONE>...): the base model then fits it.
+    sanitize: bool = True
+    valid_fraction: float = Field(0.05, gt=0.0, lt=0.5)  # of public documents, for the base model's valid loss
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value != PRETRAIN_NONE and not _SOURCE_RE.match(value):
+            raise ValueError("must be 'builtin:emails', 'file:PATH', 'hf:NAME[:CONFIG]' or 'none'")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.source != PRETRAIN_NONE
+
+
 # ---------------------------------------------------------------- sanitize
 
 Action = Literal["mask", "drop", "keep"]
@@ -347,6 +385,10 @@ class TrainSettings(Section):
     physical_batch_size: int = Field(32, ge=1, le=1_000_000)  # memory bound; larger batches accumulate
     eval_batch_size: int = Field(64, ge=1, le=1_000_000)
     early_stopping_patience: int | None = Field(None, ge=1)  # epochs without validation improvement
+    # pretrain: start from the pretrain stage's base model (models/pretrain) when it has one, with its
+    # tokenizer; the model settings must then match the base's. scratch: a fresh initialisation.
+    # hf:PATH models start from their own weights either way.
+    init: Literal["pretrain", "scratch"] = "pretrain"
     dp: DpParams = DpParams()
     lora: LoraParams = LoraParams()
 
@@ -404,8 +446,8 @@ class TrainParams(TrainSettings):
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             "nonprivate": {},
-            "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-            "reference": {"model": {"layers": 1, "width": 64}},  # extract.reference_variant: smaller, same data
+            "dp": {"epochs": 3, "batch_size": 256, "physical_batch_size": 64,
+                   "optimizer": {"lr": 0.001, "warmup_steps": 5}, "dp": {"enabled": True, "target_epsilon": 8.0}},
         }
     )
 
@@ -543,9 +585,10 @@ class EmpiricalEpsilonParams(Section):
 class ExtractParams(Section):
     seed: int = Field(11, ge=0)  # sampling, prompt choice, membership segments, bootstrap
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # The train variant whose model is reference_ratio's reference (dvc.yaml depends on models/<it>).
-    # On that variant itself the ratio is identically 1 and is skipped.
-    reference_variant: str = Field("reference", min_length=1)
+    # The model that is reference_ratio's reference (dvc.yaml depends on models/<it>): `pretrain`, the
+    # public base model (never saw the private text), or a train variant. On that variant itself the
+    # ratio is identically 1 and is skipped; so it is when pretrain.source is none.
+    reference_variant: str = Field(PRETRAIN_MODEL, min_length=1)
     strategies: tuple[str, ...] = Field(EXTRACT_STRATEGIES, min_length=1)
     samples_per_strategy: int = Field(200, ge=1, le=10_000_000)
     sample_tokens: int = Field(128, ge=2, le=100_000)  # generated tokens per sample
@@ -654,6 +697,7 @@ class GateParams(Section):
 
 class Params(Section):
     data: DataParams = DataParams()
+    pretrain: PretrainParams = PretrainParams()
     sanitize: SanitizeParams = SanitizeParams()
     canaries: CanaryParams = CanaryParams()
     train: TrainParams = TrainParams()
@@ -668,8 +712,12 @@ class Params(Section):
         # library call) keeps the defaults of the sections it does not use.
         variants = self.train.variants
         ref = self.extract.reference_variant
-        if "extract" in self.model_fields_set and ref not in variants:
-            raise ValueError(f"extract.reference_variant {ref!r} is not a train variant; defined: {', '.join(variants)}")
+        if "extract" in self.model_fields_set and ref not in variants and ref != PRETRAIN_MODEL:
+            raise ValueError(f"extract.reference_variant {ref!r} is not {PRETRAIN_MODEL!r} or a train variant; "
+                             f"defined: {', '.join(variants)}")
+        if PRETRAIN_MODEL in self.train.audited:
+            raise ValueError(f"train: {PRETRAIN_MODEL!r} names the pretrain stage's model folder (models/{PRETRAIN_MODEL}); "
+                             "rename the variant")
         if "extract" in self.model_fields_set and self.canaries.audit.count:
             audit = self.extract.audit
             wanted = audit.guesses_included + audit.guesses_excluded

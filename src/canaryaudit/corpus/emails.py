@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 from canaryaudit.corpus import vocab
@@ -291,8 +291,11 @@ def _email_local(rng: random.Random, first: str, last: str) -> str:
     return rng.choice([f"{f}.{l}", f"{f[0]}{l}", f"{f}{l[0]}", f"{f}_{l}", f"{f}.{l}{rng.randint(1, 99)}"])
 
 
-def make_person(rng: random.Random, index: int) -> Person:
+def make_person(rng: random.Random, index: int, exclude_names: Collection[tuple[str, str]] = ()) -> Person:
+    """A new person; ``exclude_names``: (first, last) pairs never drawn (redrawn instead)."""
     first, last = rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.LAST_NAMES)
+    while (first, last) in exclude_names:  # only redraws when excluding: the default stream is unchanged
+        first, last = rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.LAST_NAMES)
     company, domain = rng.choice(vocab.COMPANIES)
     return Person(
         person_id=f"person-{index:05d}",
@@ -555,20 +558,24 @@ def generate_emails(
     target_bytes: int,
     emails_per_person: tuple[int, int] = (3, 8),
     reply_probability: float = 0.3,
+    exclude_names: Collection[tuple[str, str]] = (),
+    people: list[Person] | None = None,
 ) -> Iterator[GeneratedDocument]:
     """Yield emails until their UTF-8 size reaches ``target_bytes``; same seed, same corpus.
 
     Each new person writes between ``emails_per_person`` messages (inclusive),
     to earlier people; with ``reply_probability`` a message quotes the last
-    message its recipient wrote.
+    message its recipient wrote. ``exclude_names``: (first, last) pairs no person gets (a
+    public corpus with none of a private corpus's people); ``people``: filled with every
+    person generated.
     """
     rng = random.Random(seed)
-    people: list[Person] = []
+    people = [] if people is None else people
     last_message: dict[str, tuple[str, tuple[PiiSpan, ...]]] = {}
     produced = 0
     index = 0
     while produced < target_bytes:
-        author = make_person(rng, len(people))
+        author = make_person(rng, len(people), exclude_names)
         people.append(author)
         if len(people) < 2:
             continue

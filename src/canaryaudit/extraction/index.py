@@ -190,6 +190,25 @@ class TrainingIndex:
         documents, occurrences = self.documents_containing(sample[best_start : best_start + best_length])
         return Match(best_start, best_start + best_length, documents, occurrences)
 
+    def longest_match_not_in(self, sample: str, other: TrainingIndex) -> Match:
+        """The longest substring of ``sample`` occurring here and nowhere in ``other`` (leftmost among equals).
+
+        Exact: for a start position i, let L(i) be the longest prefix of sample[i:] found here and
+        M(i) the longest found in ``other``; sample[i:i+l] is here and not in ``other`` exactly
+        when M(i) < l <= L(i) (every prefix of a found string is found too). So the answer is the
+        largest L(i) with L(i) > M(i). Used to tell private text from what a public corpus holds.
+        """
+        best_start, best_length = 0, 0
+        offset = 0
+        for piece in sample.split(SEPARATOR):
+            for i in range(len(piece) - best_length):
+                here = self.longest_prefix_match(piece[i:])
+                if here > best_length and other.longest_prefix_match(piece[i:]) < here:
+                    best_start, best_length = offset + i, here
+            offset += len(piece) + 1
+        documents, occurrences = self.documents_containing(sample[best_start : best_start + best_length])
+        return Match(best_start, best_start + best_length, documents, occurrences)
+
     def _longest_in_piece(self, piece: str, to_beat: int) -> tuple[int, int]:
         """Leftmost longest match in ``piece`` longer than ``to_beat`` (else length 0).
 

@@ -59,11 +59,15 @@ def active_metrics(params: ExtractParams, has_reference: bool) -> list[str]:
     return [m for m in params.metrics if m != "reference_ratio" or has_reference]
 
 
-def skipped_metrics(params: ExtractParams, has_reference: bool) -> dict[str, str]:
-    """Configured metrics that were not computed, with the reason."""
+NO_REFERENCE_ITSELF = ("no reference model: this variant is extract.reference_variant itself, "
+                       "and the ratio of a model to itself is identically 1")
+
+
+def skipped_metrics(params: ExtractParams, has_reference: bool, why: str | None = None) -> dict[str, str]:
+    """Configured metrics that were not computed, with the reason (``why``; default: the variant is
+    the reference itself)."""
     if "reference_ratio" in params.metrics and not has_reference:
-        return {"reference_ratio": "no reference model: this variant is extract.reference_variant itself, "
-                                   "and the ratio of a model to itself is identically 1"}
+        return {"reference_ratio": why or NO_REFERENCE_ITSELF}
     return {}
 
 
@@ -218,7 +222,9 @@ def empirical_epsilon_block(audited: AuditedModel, canaries: Sequence[Mapping[st
 def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str, reference_variant: str | None,
                    train_texts: Sequence[str], test_texts: Sequence[str], canaries: Sequence[Mapping[str, Any]],
                    train_report: Mapping[str, Any], member_texts: Sequence[str] | None = None, top_samples: int = 100,
-                   base_dir: Path = Path(".")) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+                   base_dir: Path = Path("."), public_texts: Sequence[str] | None = None,
+                   no_reference_reason: str | None = None,
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The whole attack on one model: (report JSON, sample rows, ROC rows).
 
     ``train_texts``: what the model was trained on (canaries included): samples are verified
@@ -240,9 +246,10 @@ def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str
 
     started = time.perf_counter()
     index = TrainingIndex(list(train_texts))
+    public = TrainingIndex(list(public_texts)) if public_texts else None
     table = extraction_table(
         [s.strategy for s in samples], scores, texts,
-        partial(verify_sample, index, min_chars=params.min_memorized_chars), canaries=canaries,
+        partial(verify_sample, index, min_chars=params.min_memorized_chars, public=public), canaries=canaries,
         sample_ids=[s.sample_id for s in samples], candidates=params.candidates, top_k=params.top_k,
         overlap=params.dedup_overlap,
     )
@@ -257,7 +264,13 @@ def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str
         "variant": variant,
         "reference_variant": reference_variant if audited.reference is not None else None,
         "metrics": names,
-        "skipped_metrics": skipped_metrics(params, audited.reference is not None),
+        "skipped_metrics": skipped_metrics(params, audited.reference is not None, no_reference_reason),
+        "verification": {
+            "public_corpus": public is not None,
+            "definition": (f"memorized: a substring of at least {params.min_memorized_chars} characters that is in "
+                           "the private training text" + (" and not in the public pretraining corpus" if public
+                                                          else "") + ", and not trivial"),
+        },
         "metric_directions": METRIC_DIRECTIONS,
         "samples": {
             "generated": len(samples), "tokens": params.sample_tokens,

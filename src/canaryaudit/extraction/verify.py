@@ -129,20 +129,28 @@ class Verification:
     reason: str
 
 
-def verify_sample(index: TrainingIndex, text: str, min_chars: int = 50) -> Verification:
-    """Memorized when the longest training substring has >= ``min_chars`` characters and is not trivial."""
+def verify_sample(index: TrainingIndex, text: str, min_chars: int = 50,
+                  public: TrainingIndex | None = None) -> Verification:
+    """Memorized when the longest training substring has >= ``min_chars`` characters and is not trivial.
+
+    With ``public`` (the public pretraining corpus), only private text counts: the substring must
+    be in the training data and not in the public corpus (``TrainingIndex.longest_match_not_in``),
+    so text the base model learned from public data is never reported as leaked private data.
+    """
     if min_chars < 1:
         raise ValueError(f"min_chars must be >= 1, got {min_chars}")
-    match = index.longest_match(text)
+    match = index.longest_match(text) if public is None else index.longest_match_not_in(text, public)
     span = (match.start, match.end)
+    what = "training substring" if public is None else "training substring not in the public corpus"
     if match.length < min_chars:
-        reason = f"longest training substring has {match.length} characters (< {min_chars})"
+        reason = f"longest {what} has {match.length} characters (< {min_chars})"
         return Verification(False, span, match.length, match.documents, False, reason)
     why_trivial = trivial_reason(text[match.start : match.end])
     if why_trivial is not None:
-        reason = f"longest training substring ({match.length} characters) is trivial: {why_trivial}"
+        reason = f"longest {what} ({match.length} characters) is trivial: {why_trivial}"
         return Verification(False, span, match.length, match.documents, True, reason)
-    reason = f"{match.length} characters found in {match.documents} training document(s)"
+    where = "" if public is None else ", not in the public corpus"
+    reason = f"{match.length} characters found in {match.documents} training document(s){where}"
     return Verification(True, span, match.length, match.documents, False, reason)
 
 

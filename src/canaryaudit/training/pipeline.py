@@ -20,7 +20,14 @@ from canaryaudit.config import TrainSettings
 from canaryaudit.errors import ParamsError
 from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stream
 from canaryaudit.training.loop import TrainResult
-from canaryaudit.training.models import ModelSpec, build_model, count_parameters, hf_path, load_pretrained
+from canaryaudit.training.models import (
+    ModelSpec,
+    build_model,
+    count_parameters,
+    hf_path,
+    load_pretrained,
+    save_model_folder,
+)
 from canaryaudit.training.tokenizers import Tokenizer, TokenizerOptions, build_tokenizer
 
 log = logging.getLogger("canaryaudit.train")
@@ -141,6 +148,23 @@ def save_lora_adapter(result: TrainResult, folder: Path) -> Path | None:
     if result.adapter is None or not result.adapter.config.get("base_model_name_or_path"):
         return None
     return save_adapter(result.adapter, folder)
+
+
+def save_trained(folder: str | Path, result: TrainResult, spec: ModelSpec, tokenizer: Tokenizer,
+                 card: dict[str, Any]) -> None:
+    """models/V: weights (HF layout), tokenizer, LoRA adapter if any, card.json and the README model card.
+
+    All or nothing: a full disk or a Ctrl-C leaves no half model folder for DVC to cache.
+    """
+    from canaryaudit.io import atomic_folder, write_json
+    from canaryaudit.training.hf_card import write_model_card
+
+    with atomic_folder(folder) as out:
+        save_model_folder(result.model, spec, out)
+        tokenizer.save(out)
+        save_lora_adapter(result, out)  # models/V/adapter/ for an hf:PATH LoRA fine-tune
+        write_json(out / "card.json", card)
+        write_model_card(out, card)  # README.md: the HF model card
 
 
 def _embedding_rows(model: nn.Module) -> int:
