@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from canaryaudit import tracking
-from canaryaudit.config import Params, load_params
+from canaryaudit.config import PRETRAIN_MODEL, Params, load_params
 from canaryaudit.gate import evaluate_gate, format_table
 from canaryaudit.io import atomic_open, write_json
 from canaryaudit.report.inputs import load_inputs
+from canaryaudit.report.provenance import collect_provenance
 from canaryaudit.report.render import render_report
 from canaryaudit.report.summary import build_summary, summary_metrics
 from canaryaudit.stagekit import log, run_stage, stage_parser
@@ -46,7 +47,11 @@ def main(args) -> None:
     inputs = load_inputs(args.reports, params.train.audited, data_dir=args.data)
     gate = evaluate_gate(params.gate.rules, inputs)
     summary = build_summary(inputs, gate)
-    html = render_report(inputs, params, gate, generated_at=time.strftime("%Y-%m-%d %H:%M %Z"))
+    root = Path(args.params).resolve().parent
+    provenance = collect_provenance(root, Path(args.data), root / "models", Path(args.params),
+                                    [*params.train.audited, PRETRAIN_MODEL])
+    html = render_report(inputs, params, gate, generated_at=time.strftime("%Y-%m-%d %H:%M %Z"),
+                         provenance=provenance)
     with atomic_open(args.out) as handle:
         handle.write(html)
     write_json(args.summary, summary)

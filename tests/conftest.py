@@ -21,6 +21,7 @@ TINY_PARAMS = {
         "builtin": {"target_bytes": 20_000},
         "split": {"valid_fraction": 0.1, "test_fraction": 0.1},
     },
+    "pretrain": {"source": "builtin:emails", "seed": 5, "target_bytes": 20_000, "epochs": 1},
     "sanitize": {"enabled": True},
     "canaries": {
         "seed": 3,
@@ -42,7 +43,7 @@ TINY_PARAMS = {
         "variants": {
             "nonprivate": {},
             "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-            "reference": {"model": {"width": 16}},
+            "reference": {"model": {"width": 16}, "init": "scratch"},  # smaller: not the base's shape
         },
     },
     "exposure": {

@@ -624,8 +624,8 @@ def test_extraction_definition_and_counts_at_top_1_and_top_k(tmp_path):
     html, _ = render(reports)
     assert str(escape(EXTRACTION_DEFINITION)) in html
     canaries = _section(html, "canaries")
-    assert f"nonprivate: 80 canaries; extracted: {top1} at position 1, {top_k} within the top K" in canaries
-    assert "dp: 80 canaries; extracted: 0 at position 1, 0 within the top K" in canaries
+    assert f"nonprivate: 16 canaries + 64 audit; extracted: {top1} at position 1, {top_k} within the top K" in canaries
+    assert "dp: 16 canaries + 64 audit; extracted: 0 at position 1, 0 within the top K" in canaries
     assert '<span class="badge fail">#1 (top 1)</span>' in _table_row(html, "number-x64-0")[-1]
     assert '<span class="badge fail">#2 of top 8</span>' in _table_row(html, "ssn-x64-0")[-1]  # K = 8 ssn canaries
     assert "not in top 40" in _table_row(html, "number-x64-1")[-1]
@@ -704,3 +704,84 @@ def test_dp_section_states_what_epsilon_assumes_about_the_noise_seed(tmp_path):
     escaped = NOISE_SECRECY.replace("<", "&lt;").replace(">", "&gt;")
     assert dp.count(escaped) == 1  # the dp variant only, escaped like every text
     assert NOISE_SECRECY not in html
+
+
+# ---------------------------------------------------------------- auditor's sections: threat model, limitations, provenance
+
+
+def test_provenance_hashes_match_the_files_and_are_rendered(tmp_path):
+    import hashlib
+
+    from canaryaudit.report.provenance import collect_provenance
+
+    root = tmp_path
+    (root / "data" / "sanitized").mkdir(parents=True)
+    (root / "data" / "sanitized" / "train.jsonl").write_bytes(b'{"doc_id": "a", "text": "hello"}\n')
+    (root / "models" / "dp").mkdir(parents=True)
+    (root / "models" / "dp" / "model.safetensors").write_bytes(bytes(range(256)) * 10)
+    (root / "params.yaml").write_text("data: {seed: 1}\n")
+    import yaml
+
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"train@dp": {
+        "cmd": "python stages/train.py", "outs": [{"path": "models/dp", "md5": "abc123.dir", "size": 1}]}}}))
+    prov = collect_provenance(root, root / "data", root / "models", root / "params.yaml", ["dp", "nonprivate"])
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert prov["data_sha256"] == {"sanitized/train.jsonl": sha(root / "data/sanitized/train.jsonl")}
+    assert prov["model_sha256"] == {"dp": sha(root / "models/dp/model.safetensors")}  # nonprivate: no file
+    assert prov["params_sha256"] == sha(root / "params.yaml")
+    assert prov["dvc_lock"] == {"train@dp": {"models/dp": "abc123.dir"}}
+    assert prov["git"] is None  # not a checkout
+    reports = make_reports(tmp_path / "reports")
+    from canaryaudit.gate import evaluate_gate
+    from canaryaudit.report.inputs import load_inputs
+    from canaryaudit.report.render import render_report
+
+    params = default_params()
+    inputs = load_inputs(reports, tuple(params.train.variants))
+    html = render_report(inputs, params, evaluate_gate(params.gate.rules, inputs), provenance=prov)
+    for digest in (*prov["data_sha256"].values(), *prov["model_sha256"].values(), prov["params_sha256"], "abc123.dir"):
+        assert digest in html
+    assert "not a git checkout" in html
+
+
+def test_git_state_reports_commit_and_dirty_flag(tmp_path):
+    import subprocess
+
+    from canaryaudit.report.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    clean = git_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False
+    (tmp_path / "f.txt").write_text("b")
+    assert git_state(tmp_path)["dirty"] is True
+
+
+def test_threat_model_limitations_and_leaks_are_in_the_report(tmp_path):
+    html, gate = render(make_reports(tmp_path / "reports"))
+    assert 'id="threat-model"' in html and 'id="limitations"' in html and 'id="provenance"' in html
+    assert "black-box log-probabilities" in html and "Extraction is a lower bound." in html
+    assert "What leaks, whatever the rules judge" in html
+    for variant, evidence in gate["leaks"].items():
+        if evidence:
+            assert f"<strong>{variant}</strong>: <span class=\"leaky\">leaks</span>" in html
+
+
+def test_each_variant_keeps_its_colour_in_every_chart(tmp_path):
+    from canaryaudit.report.figures import colour
+    from canaryaudit.report.inputs import load_inputs
+    from canaryaudit.report.sections import variant_colour
+
+    reports = make_reports(tmp_path / "reports")
+    inputs = load_inputs(reports, ("nonprivate", "dp", "reference"))
+    assert [variant_colour(inputs, v) for v in ("nonprivate", "dp", "reference")] == [colour(0), colour(1), colour(2)]
+    html, _ = render(reports)
+
+    # the DP-only epsilon chart draws dp with dp's colour, not the first palette colour
+    chart = html[html.index("test loss against epsilon"):]
+    assert colour(1) in chart[:4000]

@@ -106,11 +106,14 @@ def environment() -> jinja2.Environment:
 
 
 def build_context(
-    inputs: ReportInputs, params: Params, gate: Mapping[str, Any], generated_at: str | None = None
+    inputs: ReportInputs, params: Params, gate: Mapping[str, Any], generated_at: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, in reading order."""
     summary = build_summary(inputs, gate)
     return {
+        "provenance": provenance,
+        "design": sections.audit_design(params),
         "title": params.report.title,
         "generated_at": generated_at,
         "verdict": sections.verdict(gate),
@@ -148,7 +151,8 @@ def render_html(context: Mapping[str, Any]) -> str:
 
 
 def render_report(
-    inputs: ReportInputs, params: Params, gate: Mapping[str, Any], generated_at: str | None = None
+    inputs: ReportInputs, params: Params, gate: Mapping[str, Any], generated_at: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as one HTML string (inline CSS and SVG; no script, no external resource)."""
-    return render_html(build_context(inputs, params, gate, generated_at))
+    return render_html(build_context(inputs, params, gate, generated_at, provenance))

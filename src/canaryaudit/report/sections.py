@@ -24,6 +24,11 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def variant_colour(inputs: ReportInputs, variant: str) -> str:
+    """One colour per variant in every chart: by its position among all audited variants."""
+    return colour(inputs.variants.index(variant)) if variant in inputs.variants else colour(len(inputs.variants))
+
+
 # ---------------------------------------------------------------- verdict and the run
 
 
@@ -53,6 +58,21 @@ def rule_detail(rule: Mapping[str, Any]) -> str:
         metric = rule.get("metric") or "best non-degenerate metric"
         return f"{metric}, {AUC_USE_LABELS.get(rule.get('use', 'point'), rule.get('use'))}"
     return str(rule["metric"]) if rule.get("metric") else ""
+
+
+def audit_design(params: Params) -> dict[str, Any]:
+    """The settings the threat model and the limitations quote (so the text states this run's numbers)."""
+    x, c = params.extract, params.canaries
+    return {
+        "samples": x.samples_per_strategy * len(x.strategies), "strategies": list(x.strategies),
+        "sample_tokens": x.sample_tokens, "segment_tokens": x.membership.tokens,
+        "segments": x.membership.max_samples, "min_chars": x.min_memorized_chars,
+        "reference": x.reference_variant, "pretrain_source": params.pretrain.source,
+        "audit_count": c.audit.count, "audit_insertions": c.audit.insertions, "audit_format": c.audit.format,
+        "guesses": x.audit.guesses_included + x.audit.guesses_excluded, "confidence": 1 - x.audit.p,
+        "formats": [f.name for f in c.parsed_formats()], "references": params.exposure.references,
+        "context": params.train.model.context,
+    }
 
 
 def _split_order(splits: Mapping[str, Any]) -> list[str]:
@@ -211,7 +231,7 @@ def exposure_section(inputs: ReportInputs) -> dict[str, Any] | None:
     index = {c: i for i, c in enumerate(counts)}
     series = []
     for n, variant in enumerate(present):
-        report, hue = inputs.exposure[variant], colour(n)
+        report, hue = inputs.exposure[variant], variant_colour(inputs, variant)
         offset = (n - (len(present) - 1) / 2) * 0.07  # side by side, so dots of two variants do not overlap
         series.append(canary_dots(variant, report, index, offset + 0.022, hue))  # beside the whisker, under the median
         series.append(median_series(variant, report, counts, [index[c] + offset for c in counts], hue))
@@ -324,20 +344,20 @@ def privacy_utility_section(inputs: ReportInputs, params: Params) -> dict[str, A
             points.append((variant, exposure, loss, k))
     if not points:
         return None
-    charts = [_exposure_loss_chart(points)]
+    charts = [_exposure_loss_chart(points, {v: variant_colour(inputs, v) for v in inputs.variants})]
     dp_chart = _epsilon_loss_chart(inputs)
     if dp_chart is not None:
         charts.append(dp_chart)
     return {"charts": charts}
 
 
-def _exposure_loss_chart(points: Sequence[tuple[str, Mapping[str, Any], float, int]]) -> Any:
+def _exposure_loss_chart(points: Sequence[tuple[str, Mapping[str, Any], float, int]], hues: Mapping[str, str]) -> Any:
     xy = [(cell["value"], y) for _, cell, y, _ in points]
     front = measures.pareto_front(xy) if len(points) > 1 else []
-    series = [Series(name, [(cell["value"], y)], colour(i), line=False, labels=[name], bounds=[cell["bound"]],
+    series = [Series(name, [(cell["value"], y)], hues[name], line=False, labels=[name], bounds=[cell["bound"]],
                      tooltips=[f"{name}: exposure {bits_text(cell)} ({cell['estimator']}; canaries inserted {k}x), "
                                f"test loss {y:.4f}"])
-              for i, (name, cell, y, k) in enumerate(points)]
+              for name, cell, y, k in points]
     if len(front) > 1:
         series.insert(0, Series("Pareto front", [xy[i] for i in front], "#9aa5b1", markers=False, dashed=True))
     note = ("Lower-left is better: less memorization and lower test loss. Exposure: the most exposed canary at the "
@@ -359,8 +379,8 @@ def _epsilon_loss_chart(inputs: ReportInputs) -> Any:
         (dp if eps is not None else reference).append((variant, eps, loss))
     if not dp:
         return None
-    series = [Series(name, [(eps, loss)], colour(i), line=False, labels=[f"{name} (ε={eps:.3g})"])
-              for i, (name, eps, loss) in enumerate(dp)]
+    series = [Series(name, [(eps, loss)], variant_colour(inputs, name), line=False, labels=[f"{name} (ε={eps:.3g})"])
+              for name, eps, loss in dp]
     if len(dp) > 1:
         ordered = sorted((eps, loss) for _, eps, loss in dp)
         series.insert(0, Series("DP variants", ordered, "#9aa5b1", markers=False, dashed=True, legend=False))
@@ -393,9 +413,26 @@ def canary_tables(inputs: ReportInputs) -> list[dict[str, Any]]:
         top_k = {f["name"]: f["extraction"].get("top_k") for f in formats}
         rows = [canary_table_row(r, top_k.get(str(r.get("format")))) for r in measures.canary_rows(report)]
         rows.sort(key=lambda r: (-(r.get("insertions") or 0), -(r["best"]["value"] if r["best"] else -math.inf)))
-        tables.append({"variant": variant, "rows": rows[:MAX_CANARY_ROWS], "total": len(rows),
+        regular = [r for r in rows if not r.get("audit")]
+        audit = [r for r in rows if r.get("audit")]
+        tables.append({"variant": variant, "rows": regular[:MAX_CANARY_ROWS], "total": len(rows),
+                       "regular": len(regular), "audit_rows": audit[:MAX_CANARY_ROWS], "audit": audit_summary(audit),
                        "formats": formats, "extraction": extraction_counts(report)})
     return tables
+
+
+def audit_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The audit canaries in one line: how many, included, extracted, median best exposure per side (bits)."""
+    if not rows:
+        return None
+
+    def median(side: bool) -> float | None:
+        values = [r["best"]["value"] for r in rows if bool(r.get("included")) == side and r["best"]]
+        return statistics.median(values) if values else None
+
+    return {"count": len(rows), "included": sum(bool(r.get("included")) for r in rows),
+            "extracted": sum(bool(r.get("extracted")) for r in rows),
+            "median_included": median(True), "median_held_out": median(False)}
 
 
 def canary_table_row(row: Mapping[str, Any], top_k: Any) -> dict[str, Any]:
