@@ -256,3 +256,39 @@ def test_bpe_tokenizer_trains(data):
     assert bpe.tokenizer.decode(bpe.tokenizer.encode("Hello, SSN 078-05-1120")) == "Hello, SSN 078-05-1120"
     result = run(s, bpe)
     assert math.isfinite(result.test_loss)
+
+
+# ------------------------------------------------------------------ the one-run bound on real DP models
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_empirical_epsilon_of_a_dp_model_never_exceeds_its_accountant_epsilon(seed):
+    """A property over seeds: small DP models trained with audit canaries (each included with
+    probability 1/2, 4 copies, so the bound is on a group of 4); the one-run lower bound must stay
+    at or below 4 x the accountant's epsilon. A violation is a bug in DP-SGD or in the bound. The
+    noise is low (epsilon in the tens) and the canaries are repeated, so the attack has a chance."""
+    import random
+
+    from canaryaudit.audit import empirical_epsilon
+    from canaryaudit.extraction.pipeline import AuditedModel, audit_canary_scores
+
+    rng = random.Random(seed)
+    prefix = "the audit code is "
+    canaries = [{"audit": True, "prefix": prefix, "text": prefix + f"{rng.randrange(10**6):06d}",
+                 "included": rng.random() < 0.5, "insertions": 4} for _ in range(48)]
+    texts = list(TEXTS[:-6])
+    for c in canaries:
+        for _ in range(4 if c["included"] else 0):
+            i = rng.randrange(len(texts))
+            texts[i] = texts[i] + "\n" + c["text"] + "\n"
+    s = settings(seed=seed, epochs=2, model={"context": 32},  # the canary fits one window
+                 dp={"enabled": True, "noise_multiplier": 0.5, "max_grad_norm": 1.0})
+    prepared = prepare_data(s, texts, TEXTS[-6:-3], TEXTS[-3:])
+    result = run(s, prepared)
+    scores, included = audit_canary_scores(AuditedModel(result.model, prepared.tokenizer, torch.device("cpu")),
+                                           canaries)
+    block = empirical_epsilon(scores, included, 8, 8, result.dp.delta, 0.05, accountant_epsilon=result.epsilon,
+                              copies=4)
+    assert block["group_epsilon"] == pytest.approx(4 * result.epsilon)
+    assert 0.0 <= block["epsilon_lower_bound"] <= block["ceiling"]
+    assert block["exceeds_accountant"] is False, block

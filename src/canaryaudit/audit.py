@@ -181,6 +181,7 @@ def empirical_epsilon(
     accountant_epsilon: float | None = None,
     *,
     score: str = "-px_bits",
+    copies: int = 1,
 ) -> dict[str, Any]:
     """The `empirical_epsilon` block of reports/extract/V.json.
 
@@ -198,12 +199,17 @@ def empirical_epsilon(
         accountant_epsilon = None  # a non-private run (inf): nothing to compare, and JSON has no inf
     exceeds = None
     warning = None
-    if accountant_epsilon is not None:
-        exceeds = bound > accountant_epsilon
+    copies = operator.index(copies)
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    group_epsilon = None if accountant_epsilon is None else copies * accountant_epsilon
+    if group_epsilon is not None:
+        exceeds = bound > group_epsilon
         if exceeds:
+            what = "the accountant's epsilon" if copies == 1 else f"{copies} x the accountant's epsilon (group of {copies})"
             warning = (
-                f"empirical epsilon lower bound {bound:.3g} exceeds the accountant's epsilon "
-                f"{accountant_epsilon:.3g} (delta {delta:.2g}, confidence {1 - p:.0%}): "
+                f"empirical epsilon lower bound {bound:.3g} exceeds {what} "
+                f"{group_epsilon:.3g} (delta {delta:.2g}, confidence {1 - p:.0%}): "
                 "the DP training leaks more than claimed, or the accountant's epsilon is mis-stated"
             )
     return {
@@ -215,6 +221,8 @@ def empirical_epsilon(
         "epsilon_lower_bound": bound,
         "ceiling": epsilon_ceiling_one_run(canaries, guesses.guesses, delta, p),
         "accountant_epsilon": None if accountant_epsilon is None else float(accountant_epsilon),
+        "copies": copies,  # sequences per included audit canary: the bound is on a group of this many
+        "group_epsilon": None if group_epsilon is None else float(group_epsilon),
         "exceeds_accountant": exceeds,
         "warning": warning,
         "score": score,

@@ -210,13 +210,14 @@ def empirical_epsilon_block(audited: AuditedModel, canaries: Sequence[Mapping[st
     scores, included = audit_canary_scores(audited, canaries)
     if len(scores) == 0:
         return None
+    copies = max((int(c["insertions"]) for c in canaries if c["audit"] and c["included"]), default=1)
     wanted = params.audit.guesses_included + params.audit.guesses_excluded
     if wanted > len(scores):
         raise ValueError(f"extract.audit: {wanted} guesses but only {len(scores)} audit canaries "
                          "(raise canaries.audit.count or lower the guesses)")
     delta = train_report.get("delta") or 0.0  # a non-private model: the pure-DP (delta = 0) bound
     return empirical_epsilon(scores, included, params.audit.guesses_included, params.audit.guesses_excluded,
-                             delta, params.audit.p, accountant_epsilon=train_report.get("epsilon"))
+                             delta, params.audit.p, accountant_epsilon=train_report.get("epsilon"), copies=copies)
 
 
 def run_extraction(audited: AuditedModel, params: ExtractParams, *, variant: str, reference_variant: str | None,
