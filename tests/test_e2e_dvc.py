@@ -47,11 +47,15 @@ def _dvc(ws: Path, *args: str) -> str:
 
 def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_params):
     ws = _repo_copy(tmp_path / "repo")
+    tiny_params["gate"]["rules"] += [
+        {"check": "test_perplexity_ratio", "variant": "dp", "baseline": "nonprivate", "max": 1.5},
+        {"check": "empirical_epsilon", "variant": "all", "max": 1.0},
+    ]
     write_full_params(ws / "params.yaml", tiny_params)
 
     first = _dvc(ws, "repro")
     variants = ("nonprivate", "dp", "reference")
-    stages = ["prepare", "sanitize", "canaries", "report"] + [f"{s}@{v}" for s in ("train", "exposure", "extract")
+    stages = ["prepare", "sanitize", "pretrain", "canaries", "report"] + [f"{s}@{v}" for s in ("train", "exposure", "extract")
                                                               for v in variants]
     for stage in stages:
         assert f"Running stage '{stage}'" in first
@@ -61,7 +65,21 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     html = (ws / "reports/index.html").read_text(encoding="utf-8")
     assert "Privacy gate" in html or "gate" in html.lower()
     gate = json.loads((ws / "reports/gate.json").read_text())
-    assert len(gate["rules"]) == 3 and all(r["value"] is not None for r in gate["rules"])
+    assert len(gate["rules"]) == 3 + 1 + len(variants) and all(r["value"] is not None for r in gate["rules"])
+    # The utility and empirical-epsilon rules, recomputed from the stage reports by the rule's logic
+    train = {v: json.loads((ws / f"reports/train/{v}.json").read_text()) for v in variants}
+    extract = {v: json.loads((ws / f"reports/extract/{v}.json").read_text()) for v in variants}
+    by_name = {r["name"]: r for r in gate["rules"]}
+    ratio = train["dp"]["test_perplexity"] / train["nonprivate"]["test_perplexity"]
+    assert by_name["dp-test_perplexity_ratio"]["value"] == ratio
+    assert by_name["dp-test_perplexity_ratio"]["passed"] is (ratio <= 1.5)
+    for v in variants:
+        bound = extract[v]["empirical_epsilon"]["epsilon_lower_bound"]
+        assert by_name[f"{v}-empirical_epsilon"]["value"] == bound
+        assert by_name[f"{v}-empirical_epsilon"]["passed"] is (bound <= 1.0)
+    assert gate["passed"] is all(r["passed"] for r in gate["rules"])
+    assert json.loads((ws / "models/dp/card.json").read_text())["base_model"]["path"] == "models/pretrain"
+    assert extract["dp"]["verification"]["public_corpus"] is True
 
     metrics = json.loads(_dvc(ws, "metrics", "show", "--json"))
     shown = json.dumps(metrics)
@@ -81,6 +99,7 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     third = _dvc(ws, "repro")
     assert "Running stage 'canaries'" in third
     assert "Running stage 'prepare'" not in third and "Running stage 'sanitize'" not in third
+    assert "Running stage 'pretrain'" not in third  # the public base does not read the canaries
 
     tiny_params["train"]["variants"]["dp"]["dp"]["noise_multiplier"] = 2.0  # only train@dp reads it
     write_full_params(ws / "params.yaml", tiny_params)
