@@ -187,7 +187,7 @@ def test_a_model_fine_tuned_with_the_hf_trainer_is_audited_by_dvc_repro(tmp_path
 
     ws = _repo_copy(tmp_path / "repo")
     params = json.loads(json.dumps(TINY_PARAMS))
-    params["train"]["variants"] = {"nonprivate": {}, "reference": {"model": {"width": 16}}}
+    params["train"]["variants"] = {"nonprivate": {}, "reference": {"model": {"width": 16}, "init": "scratch"}}
     params["gate"]["rules"] = [{"check": "extracted_canaries", "variant": "nonprivate", "max": 1000}]
     write_full_params(ws / "params.yaml", params)
     _dvc(ws, "repro", "canaries")

@@ -111,6 +111,19 @@ def test_pretrain_params_are_validated():
     assert parse_params(raw).extract.reference_variant == "pretrain"
 
 
+def test_a_variant_that_cannot_start_from_the_base_is_refused_at_load():
+    raw = json.loads(json.dumps(TINY_PARAMS))
+    raw["train"]["variants"]["reference"] = {"model": {"width": 16}}  # init: pretrain by default
+    with pytest.raises(ParamsError, match=r"train.variants.reference.model.width: 16 differs from the pretrain "
+                                          r"base model's 32 \(train.model.width\).*reference.init: scratch"):
+        parse_params(raw)
+    raw["train"]["variants"]["reference"]["init"] = "scratch"
+    assert parse_params(raw).train.variant("reference").model.width == 16
+    raw["train"]["variants"]["reference"] = {"model": {"width": 16}}
+    raw["pretrain"]["source"] = "none"  # no base: every variant trains from scratch
+    assert parse_params(raw).train.variant("reference").model.width == 16
+
+
 # ---------------------------------------------------------------- fine-tuning from the base
 
 

@@ -99,6 +99,8 @@ class DataParams(Section):
 
 PRETRAIN_NONE = "none"
 PRETRAIN_MODEL = "pretrain"  # its model folder, models/pretrain: extract.reference_variant may name it
+#: The base's model settings a fine-tuned variant must share (the weights have these shapes).
+BASE_MODEL_FIELDS = ("arch", "layers", "width", "heads", "context")
 
 
 class PretrainParams(Section):
@@ -731,6 +733,7 @@ class Params(Section):
                 if self.exposure.references > free:
                     raise ValueError(f"exposure.references: {self.exposure.references} references requested, but "
                                      f"format {fmt.name!r} has only {free} fillings that are not canaries")
+        self._variants_fit_the_base()
         for i, rule in enumerate(self.gate.rules if "gate" in self.model_fields_set else ()):
             for field_name in ("variant", "baseline"):
                 name = getattr(rule, field_name)
@@ -740,6 +743,24 @@ class Params(Section):
                 raise ValueError(f"gate.rules[{i}].{field_name} {name!r} is not a train variant or external "
                                  f"model{also}; defined: {', '.join(self.train.audited)}")
         return self
+
+
+    def _variants_fit_the_base(self) -> None:
+        """A variant that fine-tunes the pretrain base must have its shape (the base is trained with the
+        base train.model settings): refused here, at load, rather than by its train stage after the others."""
+        base = self.train.model
+        if self.pretrain.source == PRETRAIN_NONE or base.arch not in ("gpt2", "lstm"):
+            return
+        for name in self.train.variants:
+            settings = self.train.variant(name)
+            if settings.init != "pretrain" or settings.model.arch.startswith("hf:"):
+                continue
+            for field in BASE_MODEL_FIELDS:
+                mine, theirs = getattr(settings.model, field), getattr(base, field)
+                if mine != theirs:
+                    key = f"train.variants.{name}"
+                    raise ValueError(f"{key}.model.{field}: {mine!r} differs from the pretrain base model's "
+                                     f"{theirs!r} (train.model.{field}); use the base's, or set {key}.init: scratch")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from canaryaudit.config import PretrainParams, TrainParams, TrainSettings
+from canaryaudit.config import BASE_MODEL_FIELDS, PretrainParams, TrainParams, TrainSettings
 from canaryaudit.errors import DataError, ParamsError
 
-#: The base's model settings a fine-tuned variant must share (the weights have these shapes).
-MODEL_FIELDS = ("arch", "layers", "width", "heads", "context")
 
 
 def has_base_model(folder: Path) -> bool:
@@ -59,7 +57,7 @@ def fine_tune_settings(settings: TrainSettings, base: Path | None, key: str) -> 
         return settings
     theirs = _base_model_settings(base)
     mine = settings.model.model_dump(mode="json")
-    for field in MODEL_FIELDS:
+    for field in BASE_MODEL_FIELDS:
         if mine[field] != theirs.get(field):
             raise ParamsError(f"{key}.model.{field}: {mine[field]!r} differs from the pretrain base model's "
                               f"{theirs.get(field)!r} ({base}); use the base's, or set {key}.init: scratch")
