@@ -19,10 +19,11 @@ from canaryaudit.pii.detectors import EntropyOptions, build_detectors
 from canaryaudit.pii.sanitize import sanitize_records
 from canaryaudit.public_corpus import PublicCorpus, load_public_corpus
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl, validate_records
-from canaryaudit.stagekit import log, run_stage, stage_parser
+from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
 from canaryaudit.training.base import pretrain_settings
 from canaryaudit.training.data import file_sha256
-from canaryaudit.training.loop import Trainer
+from canaryaudit.training.distributed import World, close_world, init_world, launched_by_torchrun, quiet_workers
+from canaryaudit.training.loop import Trainer, resolve_device
 from canaryaudit.training.models import count_parameters
 from canaryaudit.training.pipeline import build_variant_model, model_card, prepare_data, save_trained, train_report
 
@@ -67,16 +68,31 @@ def main(args) -> None:
     if not params.pretrain.enabled:
         write_none(args)
         return
+    settings = pretrain_settings(params.train, params.pretrain)
+    if settings.distributed.nproc > 1 and not launched_by_torchrun():
+        run_in_processes(settings.distributed.nproc)  # each process runs this script under torchrun
+        return
+    world, _ = init_world(resolve_device(settings.device), settings.distributed.backend)
+    try:
+        pretrain(args, params, settings, world)
+    finally:
+        close_world(world)
+
+
+def pretrain(args, params: Params, settings, world: World) -> None:
+    """Build the public corpus and train the base on it in this process (one of world.size); rank 0 writes."""
+    quiet_workers(world)
     corpus = load_public_corpus(params, _texts(args.private), Path(args.params).resolve().parent)
     train_records, valid_records = split_public(sanitized_records(params, corpus), params.pretrain.valid_fraction,
                                                 params.pretrain.seed)
-    settings = pretrain_settings(params.train, params.pretrain)
     data = prepare_data(settings, [str(r["text"]) for r in train_records], [str(r["text"]) for r in valid_records],
                         _texts(args.test))
     model, spec = build_variant_model(settings, data.tokenizer, "pretrain")
     log.info("pretrain: %s with %d parameters on %d public documents (%s), %d sequences of %d tokens", spec.arch,
              count_parameters(model), len(train_records), corpus.description, len(data.train), spec.context)
-    result = Trainer(settings, model, data.train, data.valid, data.test, key="pretrain").run()
+    result = Trainer(settings, model, data.train, data.valid, data.test, key="pretrain", world=world).run()
+    if not world.is_main:
+        return
     public = Path(args.public)
     with atomic_folder(public) as out:
         for name, records in (("train", train_records), ("valid", valid_records)):

@@ -8,10 +8,11 @@ from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.io import write_csv, write_json
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
-from canaryaudit.stagekit import log, run_stage, stage_parser
+from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
 from canaryaudit.training.data import file_sha256
-from canaryaudit.training.loop import Trainer
+from canaryaudit.training.distributed import World, close_world, init_world, launched_by_torchrun, quiet_workers
+from canaryaudit.training.loop import Trainer, resolve_device
 from canaryaudit.training.base import fine_tune_settings
 from canaryaudit.training.models import count_parameters
 from canaryaudit.training.pipeline import (
@@ -35,6 +36,19 @@ def main(args) -> None:
     key = f"train.variants.{args.variant}"
     base = Path(args.base) if args.base else None
     settings = fine_tune_settings(params.train.variant(args.variant), base, key)
+    if settings.distributed.nproc > 1 and not launched_by_torchrun():
+        run_in_processes(settings.distributed.nproc)  # each process runs this script under torchrun
+        return
+    world, _ = init_world(resolve_device(settings.device), settings.distributed.backend)
+    try:
+        train_variant(args, settings, key, base, params, world)
+    finally:
+        close_world(world)
+
+
+def train_variant(args, settings, key: str, base: Path | None, params, world: World) -> None:
+    """Train in this process (one of world.size); rank 0 alone logs to MLflow and writes the outputs."""
+    quiet_workers(world)
     train_texts = _texts(args.train)
     data_sha = file_sha256(args.train)
     base_sha = None
@@ -48,7 +62,7 @@ def main(args) -> None:
     log.info("%s: %s with %d parameters, %d training sequences of %d tokens, DP %s", args.variant, spec.arch,
              count_parameters(model), len(data.train), spec.context, "on" if settings.dp.enabled else "off")
 
-    tracker = tracking.Tracker() if tracking.tracking_enabled() else None
+    tracker = tracking.Tracker() if tracking.tracking_enabled() and world.is_main else None
     run_id = tracker.start_variant_run("train", args.variant, settings.model_dump(mode="json")) if tracker else None
 
     def on_epoch(record) -> None:
@@ -61,23 +75,28 @@ def main(args) -> None:
 
     try:
         result = _train_and_save(args, settings, key, model, spec, data, (data_sha, base_sha), tracker, run_id,
-                                 on_epoch)
+                                 on_epoch, world)
     except BaseException as exc:
         if tracker and run_id:  # never leave the run RUNNING (a SIGKILL is reaped by the next run)
             tracker.finish_quietly(run_id, "FAILED" if isinstance(exc, Exception) else "KILLED")
         raise
+    if not world.is_main:
+        return
     clear_checkpoints(Path(args.checkpoints) / args.variant)  # the run completed: nothing to resume
     eps = f", epsilon {result.epsilon:.3f} at delta {result.dp.delta:.2e}" if result.dp else ""
     log.info("%s: test loss %.4f nats/token (perplexity %.2f)%s -> %s", args.variant, result.test_loss,
              result.test_perplexity, eps, args.out)
 
 
-def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_id, on_epoch):
+def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_id, on_epoch, world):
     data_sha, base_sha = shas  # a checkpoint resumes only on the same data and the same base model
     trainer = Trainer(settings, model, data.train, data.valid, data.test, key=key,
                       checkpoint_dir=Path(args.checkpoints) / args.variant,
-                      checkpoint_key=settings_hash(settings, data_sha + (base_sha or "")), on_epoch=on_epoch)
+                      checkpoint_key=settings_hash(settings, data_sha + (base_sha or "")), on_epoch=on_epoch,
+                      world=world)
     result = trainer.run()
+    if not world.is_main:
+        return result
     card = model_card(args.variant, settings, spec, result.model, result, data_sha)
     if base_sha is not None:
         card["base_model"] = {"path": str(args.base), "sha256": base_sha, "trained_on": "the public corpus (pretrain)"}

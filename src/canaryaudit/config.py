@@ -373,6 +373,20 @@ class LoraParams(Section):
         return value
 
 
+class DistributedParams(Section):
+    """Data-parallel training over local processes, launched with torchrun (training.distributed).
+
+    nproc 1 (default): one process. nproc N: the train stage re-launches itself with
+    ``torchrun --standalone --nproc-per-node N``; each process trains on its shard of every global
+    batch (the global batch stays train.batch_size, so results match one process within float
+    tolerance), DP clips per process and adds the noise once. One process per GPU on CUDA, or
+    processes on the CPU (gloo).
+    """
+
+    nproc: int = Field(1, ge=1, le=1024)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA devices, gloo on the CPU
+
+
 class TrainSettings(Section):
     """The settings of one training variant (base settings merged with the variant's overrides)."""
 
@@ -393,6 +407,7 @@ class TrainSettings(Section):
     init: Literal["pretrain", "scratch"] = "pretrain"
     dp: DpParams = DpParams()
     lora: LoraParams = LoraParams()
+    distributed: DistributedParams = DistributedParams()
 
     @field_validator("lora")
     @classmethod
@@ -408,6 +423,8 @@ class TrainSettings(Section):
         pretrained = self.model.arch.startswith("hf:")
         if pretrained != (self.tokenizer.kind == "pretrained"):
             raise ValueError("tokenizer.kind 'pretrained' goes with model.arch 'hf:PATH', and only with it")
+        if self.distributed.backend == "nccl" and self.device == "cpu":
+            raise ValueError("distributed.backend 'nccl' needs GPUs: use device auto or cuda, or backend gloo")
         return self
 
 

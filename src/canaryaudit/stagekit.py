@@ -79,6 +79,29 @@ def configure_logging() -> None:
     logging.getLogger("mlflow.store.db.utils").addFilter(_OneLineStoreErrors())
 
 
+def run_in_processes(nproc: int) -> None:
+    """Run this stage script again (``sys.argv``) in ``nproc`` local processes with torchrun, and wait.
+
+    Uses torchrun's own entry (``torch.distributed.run``) with ``--standalone`` (a rendezvous on a
+    free localhost port). A failed worker has already logged its error; this process then exits
+    with that worker's status (2 for a params or data error, as in one process), so retries and
+    messages behave the same. Ctrl-C stops every worker (torchrun forwards it).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", sys.argv[0], *sys.argv[1:]])
+    log.info("launching %d processes with torchrun (train.distributed.nproc)", nproc)
+    try:
+        run(args)
+    except ChildFailedError as exc:
+        _rank, failure = exc.get_first_failure()
+        sys.exit(failure.exitcode if failure.exitcode > 0 else EXIT_TERMINATED)
+    except SignalException as exc:
+        raise KeyboardInterrupt if exc.sigval == signal.SIGINT else Terminated() from None
+
+
 def run_stage(stage: str, body: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser) -> None:
     """Run ``body(args)``; a user error prints one message (exit 2), Ctrl-C exits 130.
 

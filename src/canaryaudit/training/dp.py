@@ -185,13 +185,37 @@ def auto_grad_sample_mode(model: nn.Module, arch: str) -> str:
     return "hooks" if ew_unsupported(model) else "ew"
 
 
+def poisson_loader(dataset: Any, plan: DpPlan, steps_per_epoch: int, generator: torch.Generator,
+                   world: Any = None) -> Any:
+    """The DP training loader: ``steps_per_epoch`` Poisson batches at ``plan.sample_rate``, empty ones included.
+
+    The sampler is ``distributed.ShardedPoissonSampler`` (the global draw, this rank's shard), and
+    the collate function is Opacus' ``wrap_collate_with_empty``, which turns an empty batch into
+    zero-length tensors of the right shape.
+    """
+    from opacus.data_loader import wrap_collate_with_empty
+    from torch.utils.data import DataLoader
+    from torch.utils.data._utils.collate import default_collate
+
+    from canaryaudit.training.distributed import SINGLE, ShardedPoissonSampler
+
+    sampler = ShardedPoissonSampler(len(dataset), plan.sample_rate, steps_per_epoch, generator, world or SINGLE)
+    first = dataset[0]
+    collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *x.shape) for x in first],
+                                      dtypes=[x.dtype for x in first])
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=generator)
+
+
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, plan: DpPlan, *,
                  noise_generator: torch.Generator | None, grad_sample_mode: str):
-    """Opacus' PrivacyEngine over ``plan``: (engine, model, DP optimizer, Poisson-sampled loader).
+    """Opacus' PrivacyEngine over ``plan``: (engine, model, DP optimizer, the loader).
 
-    ``optimizer`` should hold the trainable parameters only. The loader samples each sequence with
-    probability 1 / len(loader) (= plan.sample_rate, see plan_dp), and the DP optimizer divides the
-    noisy sum of clipped per-sample gradients by the expected batch size.
+    ``loader`` is :func:`poisson_loader`'s (Opacus keeps it: ``poisson_sampling=False``), so the
+    accountant's sample rate is 1 / len(loader) = plan.sample_rate and the DP optimizer divides the
+    noisy sum of clipped per-sample gradients by the expected batch size. ``optimizer`` should hold
+    the trainable parameters only. A ``model`` wrapped in Opacus' DPDDP gets the distributed DP
+    optimizer: each rank clips its own per-sample gradients, rank 0 alone adds the noise, and the
+    sums are all-reduced, so the noise is added once per logical (global) batch.
     """
     from opacus import PrivacyEngine
 
@@ -199,6 +223,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
     private, dp_optimizer, dp_loader = engine.make_private(
         module=model, optimizer=optimizer, data_loader=loader,
         noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm,
-        poisson_sampling=True, noise_generator=noise_generator, grad_sample_mode=grad_sample_mode,
+        poisson_sampling=False, noise_generator=noise_generator, grad_sample_mode=grad_sample_mode,
     )
+    private.forbid_grad_accumulation()  # as Opacus does under its own Poisson sampling
     return engine, private, dp_optimizer, dp_loader

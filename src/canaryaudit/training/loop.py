@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from tqdm import tqdm
 
 from canaryaudit.config import TrainSettings
@@ -44,6 +44,16 @@ from canaryaudit.training.dp import (
     make_private,
     plan_dp,
     planned_steps,
+    poisson_loader,
+)
+from canaryaudit.training.distributed import (
+    SINGLE,
+    ShardedBatchSampler,
+    World,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    rank_device,
 )
 from canaryaudit.training.lora import LoraAdapter, is_lora, lora_adapter, lora_summary, merge_lora, trainable_parameters
 from canaryaudit.training.models import hf_path
@@ -134,16 +144,23 @@ def make_optimizer(settings: TrainSettings, params) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorDataset, batch_size: int, device: torch.device) -> float:
-    """Mean next-token loss over every target token of ``data``, in nats/token."""
+def evaluate(model: nn.Module, data: TensorDataset, batch_size: int, device: torch.device,
+             world: World = SINGLE) -> float:
+    """Mean next-token loss over every target token of ``data``, in nats/token.
+
+    Under several processes each rank scores its shard (every world.size-th sequence) and the
+    sums are all-reduced, so every rank returns the same mean.
+    """
     model.eval()
     total, count = 0.0, 0
-    for inputs, targets in DataLoader(data, batch_size=batch_size):
+    part = data if not world.distributed else Subset(data, range(world.rank, len(data), world.size))
+    for inputs, targets in DataLoader(part, batch_size=batch_size):
         logits = model(inputs.to(device)).float()
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1), reduction="sum")
         total += float(loss)
         count += targets.numel()
     model.train()
+    total, count = all_reduce_sum([total, count], world)
     return total / max(count, 1)
 
 
@@ -176,7 +193,17 @@ def _peak_memory(device: torch.device) -> int:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "_module", model)
+    """The trained model inside Opacus' GradSampleModule (``_module``) and DDP/DPDDP (``module``) wrappers."""
+    from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    while True:
+        if hasattr(model, "_module"):
+            model = model._module
+        elif isinstance(model, (DDP, DPDDP)):
+            model = model.module
+        else:
+            return model
 
 
 class Trainer:
@@ -195,15 +222,17 @@ class Trainer:
         checkpoint_key: str = "",
         progress: bool = True,
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        world: World = SINGLE,
     ) -> None:
         self.s = settings
         self.key = key  # dotted params prefix named in errors, e.g. train.variants.dp
-        self.device = resolve_device(settings.device)
+        self.world = world  # this process's rank among the training processes (distributed.py)
+        self.device = rank_device(resolve_device(settings.device), world)
         self.model = model.to(self.device)
         self.train_set, self.valid_set, self.test_set = train, valid, test
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_key = checkpoint_key
-        self.progress = progress
+        self.progress = progress and world.is_main
         self.on_epoch = on_epoch
         self.sample_gen = torch.Generator().manual_seed(settings.seed)
         self.secure_noise = settings.dp.enabled and settings.dp.secure_noise
@@ -232,13 +261,14 @@ class Trainer:
         return value
 
     def _build(self):
-        loader = DataLoader(self.train_set, batch_size=self.s.batch_size, shuffle=True, generator=self.sample_gen)
         params = trainable(self.model)
         if not params:
             raise ParamsError(f"{self.key}: the model has no trainable parameters")
         optimizer = make_optimizer(self.s, params)
         if not self.s.dp.enabled:
-            return self.model, optimizer, loader, None, None
+            sampler = ShardedBatchSampler(len(self.train_set), self.s.batch_size, self.sample_gen, self.world)
+            loader = DataLoader(self.train_set, batch_sampler=sampler, generator=self.sample_gen)
+            return self._data_parallel(self.model), optimizer, loader, None, None
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(self.model, strict=False)
@@ -248,20 +278,41 @@ class Trainer:
         mode = grad_sample_mode(self.s, self.model)
         log.info("DP-SGD: per-sample gradients of %d trainable parameters with grad_sample_mode %s",
                  sum(p.numel() for p in params), mode)
-        engine, model, optimizer, loader = make_private(self.model, optimizer, loader, plan,
+        loader = poisson_loader(self.train_set, plan, self._steps_per_epoch(), self.sample_gen, self.world)
+        engine, model, optimizer, loader = make_private(self._data_parallel(self.model), optimizer, loader, plan,
                                                         noise_generator=self.noise_gen, grad_sample_mode=mode)
         return model, optimizer, loader, engine, plan
+
+    def _data_parallel(self, model: nn.Module) -> nn.Module:
+        """``model`` as is in one process; else wrapped for data parallelism: torch's DDP (gradients
+        averaged over ranks in the backward pass) for plain training, Opacus' DPDDP under DP (it only
+        syncs the initial weights; the DP optimizer all-reduces the clipped, noised sums)."""
+        if not self.world.distributed:
+            return model
+        if self.s.dp.enabled:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            return DPDDP(model)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
 
     # ------------------------------------------------------------------ checkpoints
 
     def _save(self, epoch: int, step: int, history: list[EpochRecord], optimizer, engine, best) -> None:
         if self.checkpoint_dir is None:
             return
+        rng_states = gather_objects(torch.get_rng_state(), self.world)  # every rank's dropout stream
+        if not self.world.is_main:
+            barrier(self.world)  # rank 0 writes the one checkpoint
+            return
         base = getattr(optimizer, "original_optimizer", optimizer)
         opt_tensors, opt_rest = split_optimizer_state(base.state_dict())
         tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in _unwrap(self.model).state_dict().items()}
         tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.torch"] = rng_states[0]
+        tensors.update({f"rng.torch.{rank}": state for rank, state in enumerate(rng_states) if rank})
         meta = {
             "key": self.checkpoint_key, "step": step, "history": [asdict(h) for h in history],
             "optimizer": opt_rest, "accountant": [list(h) for h in engine.accountant.history] if engine else [],
@@ -270,6 +321,7 @@ class Trainer:
         if best is not None:
             tensors.update({f"best.{k}": v for k, v in best[2].items()})
         save_checkpoint(self.checkpoint_dir, Checkpoint(epoch, tensors, meta))
+        barrier(self.world)
 
     def _restore(self, optimizer, engine):
         if self.checkpoint_dir is None:
@@ -281,7 +333,8 @@ class Trainer:
         _unwrap(self.model).load_state_dict(weights)
         base = getattr(optimizer, "original_optimizer", optimizer)
         base.load_state_dict(join_optimizer_state(ckpt.tensors, ckpt.meta["optimizer"]))
-        torch.set_rng_state(ckpt.tensors["rng.torch"])
+        rank_rng = f"rng.torch.{self.world.rank}" if self.world.rank else "rng.torch"
+        torch.set_rng_state(ckpt.tensors[rank_rng])
         if engine is not None:
             engine.accountant.history = [tuple(h) for h in ckpt.meta["accountant"]]
         best = None
@@ -325,13 +378,51 @@ class Trainer:
         for inputs, targets in loader:
             yield [(inputs[i : i + physical], targets[i : i + physical]) for i in range(0, len(inputs), physical)]
 
+    def _backward(self, model, micro_batches, epoch: int, step: int) -> tuple[float, int]:
+        """Backward pass over this rank's micro-batches: (sum of their mean losses x sequences, sequences).
+
+        Plain training weighs each micro-batch by its share of the global batch (times the number of
+        ranks, since DDP averages over them), so the gradient is the global batch's mean; DDP syncs
+        only on the last micro-batch. Under DP, Opacus' optimizer sums clipped per-sample gradients
+        and divides by the expected batch size itself.
+        """
+        local = sum(len(x) for x, _ in micro_batches)
+        nonempty = [(x, y) for x, y in micro_batches if len(x)]  # only Poisson sampling under DP draws empties
+        global_size = local if self.s.dp.enabled else int(all_reduce_sum([local], self.world)[0])
+        loss_sum = 0.0
+        for i, (inputs, targets) in enumerate(nonempty):
+            with self._gradient_sync(model, last=i == len(nonempty) - 1):
+                loss = self._loss(model, inputs, targets)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(self._diverged_message(float(loss), epoch, step))
+                weight = 1.0 if self.s.dp.enabled else len(inputs) / global_size * self.world.size
+                (loss * weight).backward()
+            loss_sum += loss.item() * len(inputs)
+        if not nonempty and not self.s.dp.enabled and self.world.distributed:
+            self._idle_backward(model)
+        return loss_sum, local
+
+    def _gradient_sync(self, model, last: bool):
+        """DDP all-reduces in every backward pass unless told not to: only the last micro-batch syncs."""
+        from contextlib import nullcontext
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
+
+    def _idle_backward(self, model) -> None:
+        """A rank whose shard of the global batch is empty (a last batch smaller than the number of ranks)
+        still joins DDP's gradient all-reduce, with a zero-weighted pass: it contributes nothing."""
+        inputs, targets = self.train_set[0:1]
+        (self._loss(model, inputs, targets) * 0.0).backward()
+
     def _loss(self, model, inputs, targets) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
             logits = model(inputs.to(self.device))
         return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.to(self.device).reshape(-1))
 
     def run(self) -> TrainResult:
-        torch.manual_seed(self.s.seed)
+        torch.manual_seed(self.s.seed + self.world.rank)  # dropout: one stream per rank
         model, optimizer, loader, engine, plan = self._build()
         start_epoch, step, history, best = self._restore(optimizer, engine)
         resumed_from = start_epoch
@@ -351,29 +442,24 @@ class Trainer:
             losses: list[float] = []
             bar = tqdm(total=min(self._steps_per_epoch(), total_steps - step), desc=f"epoch {epoch}/{self.s.epochs}",
                        unit="step", disable=not self.progress, mininterval=2.0, leave=False)
+            pending_sum, pending_n = 0.0, 0  # losses of the logical batch's physical batches so far
             for micro_batches in self._batches(loader, optimizer):
                 lr = self.s.optimizer.lr * lr_factor(step, total_steps, self.s.optimizer.warmup_steps, self.s.optimizer.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                batch_size = sum(len(x) for x, _ in micro_batches)
-                batch_loss = 0.0
-                for inputs, targets in micro_batches:
-                    if len(inputs) == 0:
-                        continue  # no data, no loss (only Poisson sampling under DP draws these)
-                    loss = self._loss(model, inputs, targets)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(self._diverged_message(float(loss), epoch, step))
-                    weight = len(inputs) / batch_size if not self.s.dp.enabled else 1.0
-                    (loss * weight).backward()
-                    batch_loss += loss.item() * len(inputs) / max(batch_size, 1)
+                loss_sum, batch_size = self._backward(model, micro_batches, epoch, step)
                 if self.s.dp.enabled and batch_size == 0:
                     empty_dp_step(optimizer)  # an empty Poisson batch still takes a noisy, accounted step
                 else:
                     optimizer.step()
+                pending_sum, pending_n = pending_sum + loss_sum, pending_n + batch_size
                 if self.s.dp.enabled and getattr(optimizer, "_is_last_step_skipped", False):
                     continue  # BatchMemoryManager: a physical batch inside a logical one
-                if batch_size:
+                loss_total, sequences = all_reduce_sum([pending_sum, pending_n], self.world)
+                pending_sum, pending_n = 0.0, 0
+                batch_loss = loss_total / max(sequences, 1)  # nats/token, mean over the logical batch
+                if sequences:
                     losses.append(batch_loss)  # an empty batch has no loss to average in
                 step += 1
                 trained_steps += 1
@@ -382,7 +468,7 @@ class Trainer:
                 if step >= total_steps:
                     break
             bar.close()
-            valid_loss = evaluate(_unwrap(model), self.valid_set, self.s.eval_batch_size, self.device)
+            valid_loss = evaluate(_unwrap(model), self.valid_set, self.s.eval_batch_size, self.device, self.world)
             epsilon = self._epsilon(engine, plan, step)
             record = EpochRecord(epoch, step, sum(losses) / max(len(losses), 1), valid_loss, math.exp(min(valid_loss, 50.0)),
                                  epsilon, time.perf_counter() - epoch_start)
@@ -415,7 +501,7 @@ class Trainer:
             adapter = lora_adapter(final, hf_path(self.s.model.arch))
             final = merge_lora(final)
             lora = lora_summary(self.s.lora, adapter, n_trainable, sum(p.numel() for p in final.parameters()))
-        test_loss = evaluate(final, self.test_set, self.s.eval_batch_size, self.device)
+        test_loss = evaluate(final, self.test_set, self.s.eval_batch_size, self.device, self.world)
         epsilon = self._epsilon(engine, plan, step)
         return TrainResult(
             model=final.eval(), history=history, steps=step, epochs_run=len(history), stopped_early=stopped_early,
