@@ -251,7 +251,7 @@ def make_reports(root: Path, variants: tuple[str, ...] = ("nonprivate", "dp", "r
 
 def default_params(**sections: Any) -> Params:
     raw: dict[str, Any] = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-                                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+                                                  "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}}}
     raw.update(sections)
     return parse_params(raw)
 
@@ -490,7 +490,7 @@ def test_report_stage_writes_html_summary_and_gate(tmp_path, monkeypatch):
 
     reports = make_reports(tmp_path / "reports")
     raw = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+                                  "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {**__import__("os").environ, "CANARYAUDIT_TRACKING": "0"}
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml",
