@@ -526,7 +526,8 @@ def test_report_stage_writes_html_summary_and_gate(tmp_path, monkeypatch):
     assert "gate PASSED" in proc.stdout and "reports/index.html" in proc.stdout
     gate = json.loads((reports / "gate.json").read_text())
     assert gate["passed"] is True and [r["name"] for r in gate["rules"]] == [
-        "dp-exposure-x64", "dp-extracted_canaries", "dp-memorized_pii", "dp-membership_auc", "dp-test_perplexity_ratio"]
+        "dp-exposure-x64", "dp-extracted_canaries", "dp-memorized_pii", "dp-membership_auc", "dp-test_perplexity_ratio",
+        "dp-pii_inference_accuracy", "dp-pii_reconstructed"]
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["variants"]["dp"]["extracted_canaries"] == 0
     assert (reports / "index.html").stat().st_size > 50_000

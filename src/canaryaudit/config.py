@@ -145,13 +145,21 @@ class EntropyParams(Section):
     min_bits_per_char: float = Field(3.5, gt=0.0, le=8.0)  # Shannon entropy threshold, bits/char
 
 
+class AdversarialCorpusParams(Section):
+    """The adversarial PII corpus the detectors are also scored on (reports/sanitize.json: adversarial)."""
+
+    documents: int = Field(400, ge=0, le=1_000_000)  # 0: not scored
+    seed: int = Field(5, ge=0)
+
+
 class SanitizeParams(Section):
-    # No seed: sanitization is deterministic.
+    # No seed: sanitization is deterministic (the adversarial corpus has its own).
     enabled: bool = True
     detectors: tuple[str, ...] = tuple(t for t in PII_TYPES if t in DETECTORS)
     default_action: Action = "mask"
     actions: dict[str, Action] = Field(default_factory=dict)  # per PII type, overrides default_action
     entropy: EntropyParams = EntropyParams()
+    adversarial: AdversarialCorpusParams = AdversarialCorpusParams()
 
     @field_validator("detectors")
     @classmethod
