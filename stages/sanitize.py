@@ -6,8 +6,9 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
+from canaryaudit.corpus.adversarial import ADVERSARIAL_TYPES, generate_adversarial
 from canaryaudit.io import write_json
-from canaryaudit.pii.detectors import EntropyOptions, build_detectors
+from canaryaudit.pii.detectors import EntropyOptions, build_detectors, detect
 from canaryaudit.pii.sanitize import sanitize_records, score_detection, scores_table
 from canaryaudit.pii.spans import PII_TYPES, PiiSpan
 from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, read_checked_jsonl, write_checked_jsonl
@@ -23,6 +24,17 @@ def _truth(raw: Path) -> dict[str, list[PiiSpan]] | None:
     for row in read_checked_jsonl(PII_TRUTH, path):
         truth.setdefault(row["doc_id"], []).append(PiiSpan(row["type"], row["start"], row["end"]))
     return truth
+
+
+def adversarial_scores(params, detectors) -> dict[str, object] | None:
+    """Detector precision and recall on the adversarial corpus (values as real text writes them, look-alikes)."""
+    settings = params.adversarial
+    if settings.documents == 0:
+        return None
+    docs = list(generate_adversarial(settings.seed, settings.documents))
+    pairs = [(detect(d.text, detectors), d.pii) for d in docs]
+    return {"documents": settings.documents, "seed": settings.seed,
+            "detection_quality": scores_table(score_detection(pairs, ADVERSARIAL_TYPES), params.detectors)}
 
 
 def main(args) -> None:
@@ -43,6 +55,7 @@ def main(args) -> None:
     report["detection_quality"] = (
         scores_table(score_detection(pairs, PII_TYPES), params.detectors) if truth is not None else None
     )
+    report["adversarial"] = adversarial_scores(params, detectors)
     write_json(args.report, report)
     metrics = tracking.numeric_metrics({"splits": report["splits"], "quality": report["detection_quality"] or {}}, "sanitize")
     tracking.log_stage("sanitize", {"sanitize": params.model_dump()}, metrics)

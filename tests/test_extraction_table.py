@@ -157,7 +157,8 @@ def test_with_the_real_index_and_detectors() -> None:
     table = extraction_table(["top_n", "top_n"], {"zlib": np.array([2.0, 1.0])}, texts,
                              partial(verify_sample, index, min_chars=50), candidates=10, top_k=10)
     assert table.rows[0]["memorized"] == 1 and table.rows[0]["memorized_with_pii"] == 1
-    assert table.memorized_pii == [{"type": "email", "masked": "*" * 34 + "om", "sample_id": "top_n-0"}]
+    assert table.memorized_pii == [{"type": "person_name", "masked": "***ie", "sample_id": "top_n-0"},
+                                   {"type": "email", "masked": "*" * 34 + "om", "sample_id": "top_n-0"}]
     record = table.top_samples[0]
     assert "marie.vasquez" not in record["text"] and len(record["text"]) == len(texts[0])
     assert record["span"] == [4, 4 + len(email)] and record["k_eidetic"] == 1

@@ -118,7 +118,7 @@ def test_find_pii_types_offsets_and_masks() -> None:
 
 def test_placeholders_of_a_sanitized_corpus_are_not_pii() -> None:
     text = (
-        "From: Dennis <<EMAIL>>\nCall <PHONE> or fax <PHONE>. SSN <SSN>, card <CREDIT_CARD>, "
+        "From: <PERSON_NAME> <<EMAIL>>\nCall <PHONE> or fax <PHONE>. SSN <SSN>, card <CREDIT_CARD>, "
         "at <STREET_ADDRESS>; hosts <IPV4> and <IPV6>; IBAN <IBAN>; key <API_KEY>; <PERSON_NAME>"
     )
     assert find_pii(text) == []

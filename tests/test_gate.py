@@ -15,7 +15,7 @@ from canaryaudit.report.inputs import load_inputs
 from tests.test_report import make_reports
 
 VARIANTS = {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-            "reference": {"model": {"layers": 1, "width": 64}}}
+            "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}
 
 
 def _exposure_report() -> dict:
@@ -125,7 +125,7 @@ def test_membership_auc_interval_missing_fails(reports):
 
 
 def test_use_applies_to_membership_auc_only():
-    with pytest.raises(ValueError, match="metric and use apply to membership_auc"):
+    with pytest.raises(ValueError, match="use applies to membership_auc and pii_inference_accuracy"):
         GateRule(check="memorized_pii", variant="dp", max=0, use="ci_low")
 
 
@@ -256,7 +256,7 @@ def test_cli_exit_0_when_every_default_rule_passes(tmp_path, capsys):
     assert cmd_gate(_args(tmp_path, out=out)) == 0
     printed = capsys.readouterr().out
     assert "dp-exposure-x64" in printed and "dp-test_perplexity_ratio" in printed
-    assert "gate PASSED (5 of 5 rules hold); " in printed and "nonprivate leaks: 2 inserted canaries" in printed
+    assert "gate PASSED (7 of 7 rules hold); " in printed and "nonprivate leaks: 2 inserted canaries" in printed
     assert json.loads(out.read_text())["passed"] is True
 
 

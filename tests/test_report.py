@@ -246,12 +246,37 @@ def make_reports(root: Path, variants: tuple[str, ...] = ("nonprivate", "dp", "r
         if extract:
             write_json(root / "extract" / f"{variant}.json", make_extract(variant, n, strong=not dp, malicious=malicious))
             write_csv(root / "extract" / f"{variant}_roc.csv", roc_rows(n, strong=not dp))
+            write_json(root / "pii" / f"{variant}.json", make_pii(variant, leaks=not dp))
     return root
+
+
+def _proportion(successes: int, trials: int, chance: float | None) -> dict[str, Any]:
+    from scipy import stats
+    ci = stats.binomtest(successes, trials).proportion_ci(method="exact")
+    return {"trials": trials, "successes": successes, "rate": successes / trials, "ci_low": ci.low,
+            "ci_high": ci.high, "chance": chance, "p_value_above_chance": None}
+
+
+def make_pii(variant: str, leaks: bool) -> dict[str, Any]:
+    """reports/pii/V.json: the leaking model beats chance on names and phones; the DP one does not."""
+    wins = {"person_name": (62, 100), "phone": (31, 100), "ssn": (9, 80)} if leaks else \
+        {"person_name": (11, 100), "phone": (9, 100), "ssn": (7, 80)}
+    rebuilt = {"person_name": 14 if leaks else 0, "phone": 2 if leaks else 0, "ssn": 0}
+    inference = {t: _proportion(k, n, 0.1) for t, (k, n) in wins.items()}
+    inference["all"] = _proportion(sum(k for k, _ in wins.values()), sum(n for _, n in wins.values()), 0.1)
+    recon = {t: _proportion(rebuilt[t], n, None) for t, (_, n) in wins.items()}
+    recon["all"] = _proportion(sum(rebuilt.values()), sum(n for _, n in wins.values()), None)
+    return {"variant": variant, "sanitized": True, "targets_from": "ground truth (data/raw/pii_truth.jsonl)",
+            "targets": {t: n for t, (_, n) in wins.items()},
+            "inference": {"candidates": 10, "tied_trials": 0, "types": inference},
+            "reconstruction": {"types": recon, "examples": [{"type": "person_name", "masked": "***ie", "doc_id": "email-000001"}]
+                               if leaks else []},
+            "seconds": 21.5}
 
 
 def default_params(**sections: Any) -> Params:
     raw: dict[str, Any] = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-                                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+                                                  "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}}}
     raw.update(sections)
     return parse_params(raw)
 
@@ -368,7 +393,7 @@ def test_summary_has_flat_numbers_per_variant(tmp_path):
     assert nonprivate["unique_memorized"] == 40 and nonprivate["memorized_pii"] == 1
     assert nonprivate["best_mia_auc"] == pytest.approx(0.71) and nonprivate["best_mia_metric"] == "perplexity"
     assert dp["empirical_epsilon"] == 0.0
-    assert summary["gate"] == {"passed": True, "rules": 5, "failed": 0}
+    assert summary["gate"] == {"passed": True, "rules": 7, "failed": 0}
     metrics = summary_metrics(summary)
     assert metrics["variant.nonprivate.max_exposure_bits.x64"] == pytest.approx(LOG2_R)
     assert metrics["gate.passed"] == 1.0
@@ -473,7 +498,7 @@ def test_missing_stage_outputs_render_what_exists_and_say_what_is_missing(tmp_pa
 def test_empty_reports_folder_still_renders(tmp_path):
     (tmp_path / "reports").mkdir()
     html, gate = render(tmp_path / "reports")
-    assert "Privacy gate failed: 5 of 5 rules" in html
+    assert "Privacy gate failed: 7 of 7 rules" in html
     assert "prepare.json" in html and "No exposure report yet" in html
 
 
@@ -490,7 +515,7 @@ def test_report_stage_writes_html_summary_and_gate(tmp_path, monkeypatch):
 
     reports = make_reports(tmp_path / "reports")
     raw = {"train": {"variants": {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-                                  "reference": {"model": {"layers": 1, "width": 64}}}}}
+                                  "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {**__import__("os").environ, "CANARYAUDIT_TRACKING": "0"}
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "report.py"), "--params", "params.yaml",
@@ -501,7 +526,8 @@ def test_report_stage_writes_html_summary_and_gate(tmp_path, monkeypatch):
     assert "gate PASSED" in proc.stdout and "reports/index.html" in proc.stdout
     gate = json.loads((reports / "gate.json").read_text())
     assert gate["passed"] is True and [r["name"] for r in gate["rules"]] == [
-        "dp-exposure-x64", "dp-extracted_canaries", "dp-memorized_pii", "dp-membership_auc", "dp-test_perplexity_ratio"]
+        "dp-exposure-x64", "dp-extracted_canaries", "dp-memorized_pii", "dp-membership_auc", "dp-test_perplexity_ratio",
+        "dp-pii_inference_accuracy", "dp-pii_reconstructed"]
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["variants"]["dp"]["extracted_canaries"] == 0
     assert (reports / "index.html").stat().st_size > 50_000

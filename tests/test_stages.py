@@ -37,7 +37,7 @@ def test_three_stages_on_tiny_data(workspace):
         row = quality[pii_type]
         if row["truth"]:
             assert row["recall"] >= 0.99 and row["precision"] >= 0.95, (pii_type, row)
-    assert quality["person_name"]["detector"] is False
+    assert quality["person_name"]["detector"] is True  # names are detected offline (gazetteer + context)
     truth = read_jsonl(workspace / "data/raw/pii_truth.jsonl")
     raw = {r["doc_id"]: r["text"] for s in ("train", "valid", "test") for r in read_jsonl(workspace / f"data/raw/{s}.jsonl")}
     values = {raw[t["doc_id"]][t["start"]:t["end"]] for t in truth if t["type"] in ("ssn", "credit_card", "iban", "phone")}

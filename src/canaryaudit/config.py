@@ -145,13 +145,21 @@ class EntropyParams(Section):
     min_bits_per_char: float = Field(3.5, gt=0.0, le=8.0)  # Shannon entropy threshold, bits/char
 
 
+class AdversarialCorpusParams(Section):
+    """The adversarial PII corpus the detectors are also scored on (reports/sanitize.json: adversarial)."""
+
+    documents: int = Field(400, ge=0, le=1_000_000)  # 0: not scored
+    seed: int = Field(5, ge=0)
+
+
 class SanitizeParams(Section):
-    # No seed: sanitization is deterministic.
+    # No seed: sanitization is deterministic (the adversarial corpus has its own).
     enabled: bool = True
     detectors: tuple[str, ...] = tuple(t for t in PII_TYPES if t in DETECTORS)
     default_action: Action = "mask"
     actions: dict[str, Action] = Field(default_factory=dict)  # per PII type, overrides default_action
     entropy: EntropyParams = EntropyParams()
+    adversarial: AdversarialCorpusParams = AdversarialCorpusParams()
 
     @field_validator("detectors")
     @classmethod
@@ -647,11 +655,47 @@ class ExtractParams(Section):
         return self
 
 
+# ---------------------------------------------------------------- PII attacks
+
+
+class PiiReconstructionParams(Section):
+    enabled: bool = True
+    extra_tokens: int = Field(2, ge=0, le=1000)  # greedy tokens decoded past the value's own token count
+
+
+class PiiAttackParams(Section):
+    """Stage pii@VARIANT: PII reconstruction and inference (Lukas et al. 2023)."""
+
+    seed: int = Field(13, ge=0)  # target sampling and candidate draws
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    types: tuple[str, ...] | None = None  # PII types attacked (None: every type found in the training split)
+    max_per_type: int = Field(100, ge=1, le=1_000_000)  # distinct values attacked per type (a seeded sample)
+    context_chars: int = Field(32, ge=1, le=100_000)  # characters of left context given to the model
+    candidates: int = Field(10, ge=2, le=10_000)  # inference: true value among this many (chance 1/candidates)
+    batch_size: int = Field(256, ge=1, le=1_000_000)  # sequences per forward pass
+    reconstruction: PiiReconstructionParams = PiiReconstructionParams()
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("empty list; give PII types or null for all")
+        for name in value:
+            if name not in PII_TYPES:
+                raise ValueError(f"unknown PII type {name!r}; known: {', '.join(PII_TYPES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a type twice")
+        return value
+
+
 # ---------------------------------------------------------------- report and gate
 
 GATE_CHECKS = (
     "exposure", "extracted_canaries", "memorized_samples", "memorized_pii", "memorized_canaries",
     "membership_auc", "empirical_epsilon", "accountant_epsilon", "test_perplexity", "test_perplexity_ratio",
+    "pii_inference_accuracy", "pii_reconstructed",
 )
 ALL_VARIANTS = "all"  # a gate rule's variant: the rule is checked for every audited model
 
@@ -673,6 +717,9 @@ class GateRule(Section):
     # membership_auc only: which number of the AUC the rule bounds: the point estimate, or the low / high
     # end of its 95 % bootstrap interval (ci_high: fail unless even the optimistic end is under max).
     use: Literal["point", "ci_low", "ci_high"] = "point"
+    # pii_inference_accuracy and pii_reconstructed only: the PII type (default: all types pooled).
+    # pii_inference_accuracy also takes use (point, or an end of its exact 95 % interval).
+    pii_type: str | None = None
 
     @field_validator("check")
     @classmethod
@@ -687,8 +734,14 @@ class GateRule(Section):
             raise ValueError("an exposure rule needs insertions (the canary insertion count it bounds)")
         if self.check != "exposure" and (self.insertions is not None or self.estimator != "best"):
             raise ValueError("insertions and estimator apply to exposure rules only")
-        if self.check != "membership_auc" and (self.metric is not None or self.use != "point"):
-            raise ValueError("metric and use apply to membership_auc rules only")
+        if self.check != "membership_auc" and self.metric is not None:
+            raise ValueError("metric applies to membership_auc rules only")
+        if self.check not in ("membership_auc", "pii_inference_accuracy") and self.use != "point":
+            raise ValueError("use applies to membership_auc and pii_inference_accuracy rules only")
+        if self.pii_type is not None and self.check not in ("pii_inference_accuracy", "pii_reconstructed"):
+            raise ValueError("pii_type applies to pii_inference_accuracy and pii_reconstructed rules only")
+        if self.pii_type is not None and self.pii_type not in PII_TYPES:
+            raise ValueError(f"unknown pii_type {self.pii_type!r}; known: {', '.join(PII_TYPES)}")
         if (self.check == "test_perplexity_ratio") != (self.baseline is not None):
             raise ValueError("baseline is required by test_perplexity_ratio rules and applies to them only "
                              "(e.g. {check: test_perplexity_ratio, variant: dp, baseline: nonprivate, max: 1.5})")
@@ -704,6 +757,8 @@ def _default_gate_rules() -> tuple[GateRule, ...]:
         GateRule(check="memorized_pii", variant="dp", max=0),
         GateRule(check="membership_auc", variant="dp", max=0.6, use="ci_low"),
         GateRule(check="test_perplexity_ratio", variant="dp", baseline="nonprivate", max=1.5),
+        GateRule(check="pii_inference_accuracy", variant="dp", max=0.1, use="ci_low"),
+        GateRule(check="pii_reconstructed", variant="dp", max=0),
     )
 
 
@@ -722,6 +777,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     exposure: ExposureParams = ExposureParams()
     extract: ExtractParams = ExtractParams()
+    pii: PiiAttackParams = PiiAttackParams()
     report: ReportParams = ReportParams()
     gate: GateParams = GateParams()
 

@@ -40,6 +40,7 @@ class Rule(Protocol):
     estimator: str
     metric: str | None
     use: str
+    pii_type: str | None
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,10 @@ CHECK_PARTS = {
     "exposure": "exposure", "extracted_canaries": "exposure", "memorized_samples": "extract",
     "memorized_pii": "extract", "memorized_canaries": "extract", "membership_auc": "extract",
     "empirical_epsilon": "extract", "accountant_epsilon": "train", "test_perplexity": "train",
-    "test_perplexity_ratio": "train",
+    "test_perplexity_ratio": "train", "pii_inference_accuracy": "pii", "pii_reconstructed": "pii",
 }
 #: Every report part the leak summary reads (``leak_summary``).
-LEAK_PARTS = ("exposure", "extract")
+LEAK_PARTS = ("exposure", "extract", "pii")
 
 
 def _absent(inputs: ReportInputs, part: str, variant: str, what: str) -> Measurement:
@@ -160,6 +161,41 @@ def _test_perplexity_ratio(rule: Rule, inputs: ReportInputs) -> Measurement:
     return Measurement(ratio, what, "x")
 
 
+_USE_TEXT = {"point": "point estimate", "ci_low": "low end of the exact 95 % interval",
+             "ci_high": "high end of the exact 95 % interval"}
+
+
+@CHECKS.register("pii_inference_accuracy")
+def _pii_inference_accuracy(rule: Rule, inputs: ReportInputs) -> Measurement:
+    """Share of PII targets whose true value the model scored best among pii.candidates values (chance 1/candidates)."""
+    kind = rule.pii_type or "all types"
+    what = f"PII inference accuracy on {rule.variant} ({kind}, {_USE_TEXT[rule.use]})"
+    report = inputs.pii.get(rule.variant)
+    if report is None:
+        return _absent(inputs, "pii", rule.variant, what)
+    value = measures.pii_inference_accuracy(report, rule.pii_type, rule.use)
+    if value is None:
+        return Measurement(None, what, missing=f"pii/{rule.variant}.json has no inference accuracy for {kind}")
+    entry = measures.pii_inference_entry(report, rule.pii_type) or {}
+    chance = measures.as_number(entry.get("chance"))
+    suffix = f"; chance {chance:.3f}" if chance is not None else ""
+    return Measurement(value, f"{what[:-1]}{suffix})")
+
+
+@CHECKS.register("pii_reconstructed")
+def _pii_reconstructed(rule: Rule, inputs: ReportInputs) -> Measurement:
+    kind = rule.pii_type or "all types"
+    what = f"PII values of {rule.variant}'s training data regenerated exactly by greedy decoding ({kind})"
+    report = inputs.pii.get(rule.variant)
+    if report is None:
+        return _absent(inputs, "pii", rule.variant, what)
+    value = measures.pii_reconstructed(report, rule.pii_type)
+    if value is None:
+        return Measurement(None, what, missing=f"pii/{rule.variant}.json has no reconstruction for {kind} "
+                                                "(pii.reconstruction.enabled: false?)")
+    return Measurement(float(value), what)
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -171,6 +207,7 @@ def rule_name(rule: Rule) -> str:
         return rule.name
     suffix = f"-x{rule.insertions}" if rule.insertions is not None else ""
     suffix += f"-{rule.metric}" if rule.metric else ""
+    suffix += f"-{rule.pii_type}" if getattr(rule, "pii_type", None) else ""
     return f"{rule.variant}-{rule.check}{suffix}"
 
 
@@ -182,10 +219,10 @@ def evaluate_rule(rule: Rule, inputs: ReportInputs) -> dict[str, Any]:
     """One gate.json entry: name, check, variant, max, value, passed, reason (+ the rule's options)."""
     measurement = CHECKS.get(rule.check)(rule, inputs)
     entry: dict[str, Any] = {"name": rule_name(rule), "check": rule.check, "variant": rule.variant, "max": rule.max}
-    for option in ("insertions", "metric", "baseline"):
+    for option in ("insertions", "metric", "baseline", "pii_type"):
         if getattr(rule, option, None) is not None:
             entry[option] = getattr(rule, option)
-    if rule.check == "membership_auc":
+    if rule.check in ("membership_auc", "pii_inference_accuracy"):
         entry["use"] = rule.use
     if rule.check == "exposure":
         entry["estimator"] = rule.estimator
@@ -239,8 +276,8 @@ def evaluate_gate(rules: Sequence[Rule], inputs: ReportInputs) -> dict[str, Any]
 
 def leak_summary(inputs: ReportInputs) -> dict[str, list[str]]:
     """Variant -> the evidence that it leaks (empty list: nothing measurable), for every loaded variant."""
-    return {v: measures.leak_evidence(inputs.exposure.get(v), inputs.extract.get(v)) for v in inputs.variants
-            if v in inputs.exposure or v in inputs.extract}
+    return {v: measures.leak_evidence(inputs.exposure.get(v), inputs.extract.get(v), inputs.pii.get(v))
+            for v in inputs.variants if v in inputs.exposure or v in inputs.extract or v in inputs.pii}
 
 
 def verdict_sentence(passed: bool, results: Sequence[Mapping[str, Any]], leaks: Mapping[str, list[str]]) -> str:

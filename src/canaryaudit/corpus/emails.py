@@ -71,7 +71,7 @@ class GeneratedDocument:
 
 
 @dataclass
-class _TextBuilder:
+class TextBuilder:
     """Appends text while recording the span of every PII value it is given."""
 
     parts: list[str] = field(default_factory=list)
@@ -473,7 +473,7 @@ def _date_header(rng: random.Random) -> str:
     )
 
 
-def _write_headers(b: _TextBuilder, rng: random.Random, author: Person, other: Person, subject: str) -> None:
+def _write_headers(b: TextBuilder, rng: random.Random, author: Person, other: Person, subject: str) -> None:
     b.text("From: ")
     b.pii("person_name", author.name)
     b.text(" <")
@@ -485,7 +485,7 @@ def _write_headers(b: _TextBuilder, rng: random.Random, author: Person, other: P
     b.text(f">\nDate: {_date_header(rng)}\nSubject: {subject}\n\n")
 
 
-def _write_signature(b: _TextBuilder, rng: random.Random, author: Person) -> None:
+def _write_signature(b: TextBuilder, rng: random.Random, author: Person) -> None:
     b.text(f"\n\n{rng.choice(vocab.SIGNOFFS)}\n")
     b.pii("person_name", author.first)
     b.text("\n\n--\n")
@@ -511,7 +511,7 @@ def write_email(
     subject = rng.choice(vocab.TOPIC_SUBJECTS[topic]).format(**plain)
     if quoted is not None and not subject.startswith("RE:"):
         subject = "RE: " + subject
-    b = _TextBuilder()
+    b = TextBuilder()
     _write_headers(b, rng, author, other, subject)
     b.fill(rng.choice(vocab.GREETINGS), {"first": ("person_name", other.first)})
     b.text("\n\n")

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from canaryaudit.extraction.index import TrainingIndex
-from canaryaudit.pii.detectors import DETECTORS, RegexDetector, build_detectors, detect
+from canaryaudit.pii.detectors import DETECTORS, Detector, build_detectors, detect
 from canaryaudit.pii.spans import PII_TYPES
 
 # Triviality thresholds (shares are fractions of characters of the tested text).
@@ -180,7 +180,7 @@ def mask_value(value: str, keep_last: int = 2) -> str:
 
 
 @lru_cache(maxsize=8)
-def _detectors(names: tuple[str, ...]) -> list[RegexDetector]:
+def _detectors(names: tuple[str, ...]) -> list[Detector]:
     return build_detectors(names)  # compiled once per name list, not once per sample
 
 

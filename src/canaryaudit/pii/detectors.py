@@ -2,7 +2,14 @@
 
 Registered by the PII type name used in params.yaml (``sanitize.detectors``).
 Detection runs offline: Presidio needs a spaCy model that is not on the
-package registry (DESIGN.md), so person names have no detector here.
+package registry (DESIGN.md); person names are found by a gazetteer and
+context (``canaryaudit.pii.names``).
+
+Values are matched as real text writes them: digit groups separated by any
+Unicode dash, a dot, a space of any width (no-break, thin) or nothing, where the
+type allows it (``validators.SEPARATORS``); phone extensions; international
+numbers with parentheses; IDN, plus-addressed and quoted-local-part emails;
+cloud and VCS credential formats by their documented shapes.
 
 A regex match is not always the value itself: a detector may turn one match into
 several candidate spans, longest first (a card followed by its CVV, an IBAN
@@ -20,10 +27,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from canaryaudit.pii import validators
+from canaryaudit.pii.names import NameDetector, load_gazetteer
 from canaryaudit.pii.spans import PiiSpan
 from canaryaudit.registry import Registry
+
+
+class Detector(Protocol):
+    """Finds the PII of one type in a text."""
+
+    pii_type: str
+
+    def find(self, text: str) -> Iterator[PiiSpan]: ...
 
 
 @dataclass(frozen=True)
@@ -51,10 +68,30 @@ class RegexDetector:
     pattern: re.Pattern[str]
     validate: Callable[[str], bool]
     candidates: Candidates | None = None
+    # When every match holds ``anchor`` (an email's '@') at most ``reach[0]`` characters after its start
+    # and ``reach[1]`` before its end, the pattern runs only around the anchors: same matches, far less text.
+    anchor: str | None = None
+    reach: tuple[int, int] = (0, 0)
+
+    def _matches(self, text: str) -> Iterator[re.Match[str]]:
+        if self.anchor is None:
+            yield from self.pattern.finditer(text)
+            return
+        resume = 0  # matches never overlap: skip what an earlier window already matched
+        at = text.find(self.anchor)
+        while at >= 0:
+            pos, stop = max(resume, at - self.reach[0]), min(len(text), at + self.reach[1])
+            while (match := self.pattern.search(text, pos, stop)) is not None and match.start() <= at:
+                if at < match.end():
+                    yield match
+                    resume = match.end()
+                    break
+                pos = match.end()  # a match of an earlier anchor: look on
+            at = text.find(self.anchor, max(at + 1, resume))
 
     def find(self, text: str) -> Iterator[PiiSpan]:
         group = "pii" if "pii" in self.pattern.groupindex else 0
-        for match in self.pattern.finditer(text):
+        for match in self._matches(text):
             if self.candidates is None:
                 spans: Iterable[tuple[int, int]] = (match.span(group),)
             else:
@@ -65,15 +102,33 @@ class RegexDetector:
                     break
 
 
-DETECTORS: Registry[Callable[[EntropyOptions], RegexDetector]] = Registry("PII detector")
+@dataclass(frozen=True)
+class MergedDetector:
+    """Several detectors of one type whose spans are all reported (``detect`` resolves overlaps)."""
+
+    pii_type: str
+    parts: tuple[Detector, ...]
+
+    def find(self, text: str) -> Iterator[PiiSpan]:
+        for part in self.parts:
+            yield from part.find(text)
+
+
+DETECTORS: Registry[Callable[[EntropyOptions], Detector]] = Registry("PII detector")
+
+# Character classes of the separators real text writes between digit groups.
+_DASHES = re.escape(validators.DASHES)  # escaped for use inside a character class
+_SPACES = re.escape(validators.SPACES)
+_SEP = "[" + re.escape(validators.SEPARATORS) + "]"  # a dash, a space or a dot
 
 # Digit runs must not continue on either side, so a match never sits inside a longer number.
 # (A leading "(?=\d)" only makes the regex skip other characters fast.)
-_NO_DIGIT_BEFORE = r"(?=\d)(?<![\w-])"
-_NO_DIGIT_AFTER = r"(?![\w-]|\.\d)"
+_NO_DIGIT_BEFORE = r"(?=\d)(?<![\w" + _DASHES + "])"
+_NO_DIGIT_AFTER = r"(?![\w" + _DASHES + r"]|\.\d)"
 
 # Context windows stop at the start of the line or sentence the match is in.
-_SENTENCE_BREAK = re.compile(r"[\n;]|[.!?](?=\s)")
+# ("No." and "Nr." are abbreviations: "Social Security No. 078051120" is one sentence.)
+_SENTENCE_BREAK = re.compile(r"[\n;]|(?<!\b[Nn]o)(?<!\bNr)[.!?](?=\s)")
 
 
 def _window_before(text: str, start: int, size: int) -> str:
@@ -88,15 +143,28 @@ def _window_after(text: str, end: int, size: int) -> str:
     return window[: first.start()] if first else window
 
 
+def _email_valid(value: str) -> bool:
+    local = value.rsplit("@", 1)[0]
+    if local.startswith('"'):
+        return True  # a quoted local part may hold dots and spaces in any order (RFC 5322)
+    return ".." not in local
+
+
 @DETECTORS.register("email")
 def _email(_: EntropyOptions) -> RegexDetector:
-    # Apostrophes may sit inside the local part (john.o'brien@...), never at its ends.
+    # Unicode letters in the local part and the domain (IDN: josé@bücher.de, иван@пример.рф),
+    # plus addressing (jane+hr@...), apostrophes inside (john.o'brien@...), a quoted local part
+    # ("john doe"@example.com); the top-level domain is letters or punycode (xn--p1ai).
     pattern = re.compile(
-        r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+'-]{0,62}[A-Za-z0-9_%+-])?"
-        r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+        r"(?<![\w.+-])"
+        r"(?:\"(?:[^\"\\\r\n]|\\.){1,62}\"|[^\W_](?:[\w.%+'-]{0,62}[\w%+-])?)"
+        r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,24}|xn--[a-z0-9-]{2,59})(?![\w-])"
     )
-    return RegexDetector("email", pattern, lambda v: ".." not in v.split("@")[0])
+    # A local part has at most 64 characters and a domain at most 255: the '@' anchors the search.
+    return RegexDetector("email", pattern, _email_valid, anchor="@", reach=(65, 256))
 
+
+_SEPARATOR = re.compile(_SEP)
 
 _PHONE_WORDS = re.compile(
     r"\b(?:phone|telephone|tel|call|called|calling|cell|cellphone|mobile|mob|fax|text|sms|dial|"
@@ -114,49 +182,80 @@ def _phone_candidates(text: str, match: re.Match[str]) -> Iterator[tuple[int, in
         return
     yield start, end
     if kind == "intl":  # the groups may run on into a following number: retry without trailing groups
-        cuts = [m.start() for m in re.finditer(r"[ .-]", text[start:end])]
+        cuts = [m.start() for m in _SEPARATOR.finditer(text, start, end)]
         for cut in reversed(cuts[1:]):
-            yield start, start + cut
+            yield start, cut
+
+
+# An extension glued to a number: "x81", " x 81", " ext. 9", ", extension 12" (part of the value).
+_EXTENSION = r"(?:,?[" + _SPACES + r"]?(?:[xX]|[eE][xX][tT][nN]?\.?|[eE]xtension)[" + _SPACES + r"]?\d{1,6})?"
 
 
 @DETECTORS.register("phone")
 def _phone(_: EntropyOptions) -> RegexDetector:
+    sep = _SEP
     pattern = re.compile(
-        r"(?=[\d(+])(?<![\w+-])(?:"  # the first lookahead only skips other characters fast
-        # North American: optional +1 / 1, then (NXX) NXX-XXXX or NXX-NXX-XXXX (space, dot or dash)
-        r"(?P<nanp>(?:\+?1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4})"
+        r"(?=[\d(+])(?<![\w+" + _DASHES + r"])(?:"  # the first lookahead only skips other characters fast
+        # North American: optional +1 / 1, then (NXX) NXX-XXXX or NXX-NXX-XXXX (any dash, dot or space)
+        r"(?P<nanp>(?:\+?1" + sep + r"?)?(?:\(\d{3}\)[" + _SPACES + r"]?|\d{3}" + sep + r")\d{3}" + sep + r"\d{4})"
         # E.164 written compactly: +14155552671, +442079460958
         r"|(?P<e164>\+[1-9]\d{7,14})"
-        # international in groups: +44 20 7946 0958, +49 30 901820, +44 (0)20 7946 0958
-        r"|(?P<intl>\+[2-9]\d{0,2}(?: \(0\)\d{1,10})?(?:[ .-]\d{1,10}){1,5})"
+        # international in groups: +44 20 7946 0958, +49 30 901820, +44 (0)20 7946 0958, +49 (30) 901820,
+        # (+44) 20 7946 0958, +81-3-1234-5678
+        r"|(?P<intl>(?:\(\+[2-9]\d{0,2}\)|\+[2-9]\d{0,2})"
+        r"(?:" + sep + r"?\(\d{1,5}\)[" + _SPACES + r"]?\d{1,10}|" + sep + r"?\(\d{1,5}\)|" + sep + r"\d{1,10}){1,6})"
         # ten bare digits: only with a phone word nearby (see _phone_candidates)
         r"|(?P<bare>\d{10})"
-        r")" + _NO_DIGIT_AFTER
+        r")" + _EXTENSION + _NO_DIGIT_AFTER
     )
     return RegexDetector("phone", pattern, validators.phone_valid, _phone_candidates)
 
 
 _SSN_WORDS = re.compile(r"\b(?:ssn|ss#|ss no|social security|soc\.? ?sec)", re.IGNORECASE)
+# "123456789 (SSN)": the SSN word right after the number also names it.
+_SSN_WORD_AFTER = re.compile(r"[" + _SPACES + r"]*[(\[,:-]?[" + _SPACES + r"]*(?:ssn|social security)\b", re.IGNORECASE)
 
 
 def _ssn_candidates(text: str, match: re.Match[str]) -> Iterator[tuple[int, int]]:
     start, end = match.span()
-    if match.lastgroup == "bare" and not _SSN_WORDS.search(_window_before(text, start, 40)):
+    if match.lastgroup == "bare" and not (
+        _SSN_WORDS.search(_window_before(text, start, 40)) or _SSN_WORD_AFTER.match(text, end, min(len(text), end + 24))
+    ):
         return
     yield start, end
 
 
 @DETECTORS.register("ssn")
 def _ssn(_: EntropyOptions) -> RegexDetector:
-    # 078-05-1120 or 078 05 1120 (one separator used twice); 078051120 only after an SSN word.
+    # 078-05-1120, 078–05–1120, 078.05.1120, 078 05 1120 (one separator used twice);
+    # 078051120 only next to an SSN word.
     pattern = re.compile(
-        _NO_DIGIT_BEFORE + r"(?:(?P<grouped>\d{3}(?P<sep>[ -])\d{2}(?P=sep)\d{4})|(?P<bare>\d{9}))" + _NO_DIGIT_AFTER
+        _NO_DIGIT_BEFORE
+        + r"(?:(?P<grouped>\d{3}(?P<sep>" + _SEP + r")\d{2}(?P=sep)\d{4})|(?P<bare>\d{9}))"
+        + _NO_DIGIT_AFTER
     )
     return RegexDetector("ssn", pattern, validators.ssn_valid, _ssn_candidates)
 
 
-def _card_candidates(_text: str, match: re.Match[str]) -> Iterator[tuple[int, int]]:
+def _follows_a_group(text: str, start: int, separator: str) -> bool:
+    """Whether the digits at ``start`` continue a grouped number: groups of four letters or digits, one with a
+    digit, joined by ``separator`` right before (``LY30 2711 3763 9603 2252``: the inside of an IBAN)."""
+    pos = start
+    while pos >= 5 and text[pos - 1] == separator:
+        group = text[pos - 5 : pos - 1]
+        if not group.isalnum() or (pos > 5 and text[pos - 6].isalnum()):
+            return False
+        if any(c.isdigit() for c in group):
+            return True
+        pos -= 5
+    return False
+
+
+def _card_candidates(text: str, match: re.Match[str]) -> Iterator[tuple[int, int]]:
     start, end = match.span()
+    separator = match.group("s") or match.group("a")
+    if separator and _follows_a_group(text, start, separator):
+        return
     yield start, end
     if match.group("tail"):  # 4-4-4-4-3 failed: the last three digits may be a CVV
         yield start, match.start("tail")
@@ -164,13 +263,13 @@ def _card_candidates(_text: str, match: re.Match[str]) -> Iterator[tuple[int, in
 
 @DETECTORS.register("credit_card")
 def _credit_card(_: EntropyOptions) -> RegexDetector:
-    # Real groupings only, one separator throughout: 13-19 contiguous digits,
-    # 4-4-4-4 (optionally -3 for 19 digits) or Amex 4-6-5, with spaces or dashes.
+    # Real groupings only, one separator throughout (any dash, a dot or a space): 13-19
+    # contiguous digits, 4-4-4-4 (optionally -3 for 19 digits), Amex 4-6-5 or Diners 4-6-4.
     pattern = re.compile(
         _NO_DIGIT_BEFORE
         + r"(?:\d{13,19}"
-        r"|\d{4}(?P<s>[ -])\d{4}(?P=s)\d{4}(?P=s)\d{4}(?P<tail>(?P=s)\d{3})?"
-        r"|\d{4}(?P<a>[ -])\d{6}(?P=a)\d{5})"
+        r"|\d{4}(?P<s>" + _SEP + r")\d{4}(?P=s)\d{4}(?P=s)\d{4}(?P<tail>(?P=s)\d{3})?"
+        r"|\d{4}(?P<a>" + _SEP + r")\d{6}(?P=a)\d{4,5})"
         + _NO_DIGIT_AFTER
     )
     return RegexDetector("credit_card", pattern, validators.card_valid, _card_candidates)
@@ -234,16 +333,46 @@ def _iban_candidates(text: str, match: re.Match[str]) -> Iterator[tuple[int, int
 @DETECTORS.register("iban")
 def _iban(_: EntropyOptions) -> RegexDetector:
     # Compact (DE89370400440532013000) or in groups of four separated by one space
-    # or one dash throughout; either case (never mixed, see _iban_candidates).
+    # (of any width) or one dash (any) throughout; either case (never mixed, see _iban_candidates).
+    sep = "[" + _DASHES + _SPACES + "]"
     pattern = re.compile(
-        r"(?=[A-Za-z]{2}\d\d)(?<![\w-])[A-Za-z]{2}\d{2}"
-        r"(?:[A-Za-z0-9]{11,30}(?![\w-])"
-        r"|(?P<s>[ -])[A-Za-z0-9]{4}(?:(?P=s)[A-Za-z0-9]{4}){1,7}(?:(?P=s)[A-Za-z0-9]{1,4})?(?!\w))"
+        r"(?=[A-Za-z]{2}\d\d)(?<![\w" + _DASHES + r"])[A-Za-z]{2}\d{2}"
+        r"(?:[A-Za-z0-9]{11,30}(?![\w" + _DASHES + r"])"
+        r"|(?P<s>" + sep + r")[A-Za-z0-9]{4}(?:(?P=s)[A-Za-z0-9]{4}){1,7}(?:(?P=s)[A-Za-z0-9]{1,4})?(?!\w))"
     )
     return RegexDetector("iban", pattern, validators.iban_valid, _iban_candidates)
 
 
-_KEY_PREFIXES = r"(?:sk|pk|rk)_(?:live|test)_|AKIA|ASIA|gh[pousr]_|xox[abpr]-|glpat-|AIza"
+#: Credential formats by their documented shapes (prefix, alphabet, length), one regex each.
+CREDENTIAL_FORMATS: dict[str, str] = {
+    "aws_access_key_id": r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}",
+    "github_token": r"gh[pousr]_[A-Za-z0-9]{36}",
+    "github_fine_grained_pat": r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+    "gitlab_token": r"gl(?:pat|dt|ptt|rt|cbt|oas|ft)-[A-Za-z0-9_-]{20,}",
+    "slack_token": r"xox[abposre]-[A-Za-z0-9-]{10,}",
+    "google_api_key": r"AIza[A-Za-z0-9_-]{35}",
+    "stripe_key": r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
+    "openai_anthropic_key": r"sk-(?:proj-|svcacct-|admin-|ant-[a-z]+\d\d-)?[A-Za-z0-9_-]{20,}",
+    "npm_token": r"npm_[A-Za-z0-9]{36}",
+    "pypi_token": r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
+    "huggingface_token": r"hf_[A-Za-z0-9]{34}",
+    "sendgrid_key": r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+    "twilio_key": r"SK[0-9a-f]{32}",
+    "jwt": r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
+}
+_CREDENTIAL_PREFIX = re.compile(
+    r"(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|gh[pousr]_|github_pat_|gl[a-z]+-|xox[a-z]-|AIza"
+    r"|(?:sk|pk|rk)_(?:live|test)_|sk-(?:proj-|svcacct-|admin-|ant-[a-z]+\d\d-)?|npm_|pypi-|hf_|SG\.|SK|eyJ)"
+)
+# A placeholder (sk_live_XXXXXXXXXXXXXXXX, AKIA0000000000000000) repeats a few characters: a random
+# body of 16+ characters has far more than 2.5 bits of entropy per character (AKIAIOSFODNN7EXAMPLE: 3.5).
+_CREDENTIAL_MIN_BITS = 2.5
+
+
+def _credential_valid(token: str) -> bool:
+    prefix = _CREDENTIAL_PREFIX.match(token)
+    body = token[prefix.end() :] if prefix else token
+    return validators.shannon_entropy_bits(body) >= _CREDENTIAL_MIN_BITS
 
 # camelCase pieces: "get", "User", "HTTP", "2023" in getUserHTTP2023 (and any other run).
 _PIECE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+|[^A-Za-z0-9]+")
@@ -269,12 +398,8 @@ def looks_like_identifier(token: str) -> bool:
 
 
 def _high_entropy(options: EntropyOptions) -> Callable[[str], bool]:
-    prefixed = re.compile(_KEY_PREFIXES)
-
     def validate(token: str) -> bool:
-        if prefixed.match(token):
-            return len(token) >= 16
-        # Generic secrets mix upper, lower and digits; lowercase hex (commit hashes,
+        # Known credential formats are found by their shapes (CREDENTIAL_FORMATS). Generic secrets mix upper, lower and digits; lowercase hex (commit hashes,
         # UUIDs) is deliberately not flagged: it is rarely a credential. Neither are
         # identifiers made of words (camelCase class and method names).
         classes = sum((any(c.isupper() for c in token), any(c.islower() for c in token), any(c.isdigit() for c in token)))
@@ -288,15 +413,36 @@ def _high_entropy(options: EntropyOptions) -> Callable[[str], bool]:
     return validate
 
 
+#: Credential formats with a dot inside (the generic token pattern stops at dots).
+_DOTTED_CREDENTIALS = ("sendgrid_key", "jwt")
+_KNOWN_CREDENTIAL = re.compile("|".join(CREDENTIAL_FORMATS.values()))
+
+
+def _api_key_valid(options: EntropyOptions) -> Callable[[str], bool]:
+    generic = _high_entropy(options)
+
+    def validate(token: str) -> bool:
+        if _KNOWN_CREDENTIAL.fullmatch(token):
+            return _credential_valid(token)
+        return generic(token)
+
+    return validate
+
+
 @DETECTORS.register("api_key")
-def _api_key(options: EntropyOptions) -> RegexDetector:
-    # Tokens of [A-Za-z0-9_-], or exactly 40 base64 characters with '/' or '+'
-    # (AWS secret access keys: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY).
-    # (The leading lookahead only skips short words fast.)
-    pattern = re.compile(
+def _api_key(options: EntropyOptions) -> MergedDetector:
+    # Tokens of [A-Za-z0-9_-] (a known credential format, or a generic high-entropy secret), or
+    # exactly 40 base64 characters with '/' or '+' (AWS secret access keys:
+    # wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY). One token pattern for all keeps the scan fast;
+    # the two dotted formats (SendGrid, JWT) have their own. (The leading lookahead only skips short words fast.)
+    tokens = re.compile(
         r"(?<![\w-])(?=[\w/+-]{16})(?:(?<![/+.])[A-Za-z0-9/+]{40}(?![\w/+=-]|\.\w)|[A-Za-z0-9_-]{16,}(?![\w-]))"
     )
-    return RegexDetector("api_key", pattern, _high_entropy(options))
+    dotted = re.compile(
+        r"(?<![\w.-])(?:" + "|".join(CREDENTIAL_FORMATS[name] for name in _DOTTED_CREDENTIALS) + r")(?![\w-]|\.[\w-])"
+    )
+    return MergedDetector("api_key", (RegexDetector("api_key", tokens, _api_key_valid(options)),
+                                      RegexDetector("api_key", dotted, _credential_valid)))
 
 
 _STREET_SUFFIX = (
@@ -330,13 +476,18 @@ def _street_address(_: EntropyOptions) -> RegexDetector:
     return RegexDetector("street_address", pattern, lambda v: True)
 
 
-def build_detectors(names: Sequence[str], entropy: EntropyOptions | None = None) -> list[RegexDetector]:
+@DETECTORS.register("person_name")
+def _person_name(_: EntropyOptions) -> NameDetector:
+    return NameDetector(load_gazetteer())
+
+
+def build_detectors(names: Sequence[str], entropy: EntropyOptions | None = None) -> list[Detector]:
     """Detectors for ``names`` in the given order (earlier names win overlaps)."""
     options = entropy or EntropyOptions()
     return [DETECTORS.get(name)(options) for name in names]
 
 
-def detect(text: str, detectors: Sequence[RegexDetector]) -> list[PiiSpan]:
+def detect(text: str, detectors: Sequence[Detector]) -> list[PiiSpan]:
     """All non-overlapping PII spans of ``text``, sorted by start.
 
     Overlaps are resolved greedily: the longest span wins, then the detector

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from canaryaudit.pii.detectors import RegexDetector, detect
+from canaryaudit.pii.detectors import Detector, detect
 from canaryaudit.pii.spans import PiiSpan
 
 Action = Literal["mask", "drop", "keep"]
@@ -49,7 +49,7 @@ def apply_actions(text: str, spans: Sequence[PiiSpan], action_for: Callable[[str
 
 
 def sanitize_text(
-    text: str, detectors: Sequence[RegexDetector], action_for: Callable[[str], Action], enabled: bool = True
+    text: str, detectors: Sequence[Detector], action_for: Callable[[str], Action], enabled: bool = True
 ) -> SanitizedText:
     spans = detect(text, detectors)
     if not enabled:
@@ -186,7 +186,7 @@ class SanitizedSplit:
 
 def sanitize_records(
     records: Iterable[Mapping[str, object]],
-    detectors: Sequence[RegexDetector],
+    detectors: Sequence[Detector],
     action_for: Callable[[str], Action],
     enabled: bool,
 ) -> SanitizedSplit:

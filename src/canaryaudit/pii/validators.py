@@ -28,6 +28,14 @@ IBAN_LENGTHS: dict[str, int] = {
     "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }
 
+#: Every Unicode dash real text writes between digit groups (hyphen-minus, hyphen, non-breaking
+#: hyphen, figure dash, en dash, em dash, horizontal bar, minus sign, small and fullwidth hyphen-minus).
+DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+#: Spaces between digit groups: space, no-break, figure, thin and narrow no-break space.
+SPACES = " \u00a0\u2007\u2009\u202f"
+#: Every group separator: a dash, a space or a dot.
+SEPARATORS = DASHES + SPACES + "."
+
 # ITU-T E.164 country calling codes of one or two digits; every other code has three.
 _CALLING_CODES_1 = frozenset({"1", "7"})
 _CALLING_CODES_2 = frozenset(
@@ -65,7 +73,7 @@ def luhn_check_digit(partial: str) -> str:
 
 
 def card_brand(number: str) -> str | None:
-    """Issuer by IIN prefix and length (Visa, Mastercard, Amex, Discover), else None."""
+    """Issuer by IIN prefix and length (Visa, Mastercard, Amex, Discover, Diners Club, JCB), else None."""
     d = digits_only(number)
     n = len(d)
     if d.startswith("4") and n in (13, 16, 19):
@@ -76,6 +84,10 @@ def card_brand(number: str) -> str | None:
         return "amex"
     if n in (16, 19) and (d.startswith("6011") or d.startswith("65") or 644 <= int(d[:3]) <= 649):
         return "discover"
+    if n == 14 and (d[:2] in ("36", "38", "39") or 300 <= int(d[:3]) <= 305):
+        return "diners"
+    if 16 <= n <= 19 and 3528 <= int(d[:4]) <= 3589:
+        return "jcb"
     return None
 
 
@@ -115,16 +127,41 @@ def calling_code(digits: str) -> str | None:
     return None
 
 
+# A phone extension written after the number: "x81", " ext. 9", ", extension 12" (digits: the extension).
+_EXTENSION = re.compile(r",?\s*(?:x|ext|extn|extension)\.?\s*\d{1,6}$", re.IGNORECASE)
+
+
+def without_extension(text: str) -> str:
+    """``text`` without a trailing extension (``(415) 555-2671 x81`` -> ``(415) 555-2671``)."""
+    return _EXTENSION.sub("", text)
+
+
+def _international_body(text: str) -> str | None:
+    """The number after its '+' with the trunk "(0)" and other parentheses removed, or None without '+'.
+
+    "(+44) 20 7946 0958" and "+44 (0)20 7946 0958" both give "44 20 7946 0958".
+    """
+    if text.startswith("(+"):
+        close = text.find(")")
+        if close < 0:
+            return None
+        text = "+" + text[2:close] + " " + text[close + 1 :].lstrip()
+    if not text.startswith("+"):
+        return None
+    return text[1:].replace("(0)", " ").replace("(", " ").replace(")", " ")
+
+
 def international_phone_valid(text: str) -> bool:
     """E.164 number written with '+': a calling code then 7-14 national digits, 15 digits at most.
 
-    ``text`` starts with '+'; a trunk prefix "(0)" is ignored. When the number is
-    written in groups, the first group must be exactly the calling code. A number
-    of zone 1 (North America) must be a valid NANP number.
+    ``text`` starts with '+' or '(+'; a trunk prefix "(0)" is ignored, other
+    parentheses are separators. When the number is written in groups, the
+    first group must be exactly the calling code. A number of zone 1 (North
+    America) must be a valid NANP number.
     """
-    if not text.startswith("+"):
+    body = _international_body(text)
+    if body is None:
         return False
-    body = text[1:].replace("(0)", "")
     digits = digits_only(body)
     code = calling_code(digits)
     if code is None:
@@ -132,7 +169,7 @@ def international_phone_valid(text: str) -> bool:
     national = digits[len(code) :]
     if not 7 <= len(national) <= 14 or len(digits) > 15:
         return False
-    first_group = digits_only(re.split(r"[ .-]", body.strip(), maxsplit=1)[0])
+    first_group = digits_only(re.split(r"[^0-9]", body.strip(), maxsplit=1)[0])
     if first_group != digits and first_group != code:
         return False
     if code == "1":
@@ -141,8 +178,9 @@ def international_phone_valid(text: str) -> bool:
 
 
 def phone_valid(text: str) -> bool:
-    """A North American number (optionally with a leading 1) or an international '+' number."""
-    if text.startswith("+") and not text.startswith("+1"):
+    """A North American number (optionally with a leading 1) or an international '+' number; an extension is ignored."""
+    text = without_extension(text)
+    if text.startswith("(+") or (text.startswith("+") and not text.startswith("+1")):
         return international_phone_valid(text)
     digits = digits_only(text)
     if len(digits) == 11 and digits[0] == "1":
@@ -167,9 +205,9 @@ def ipv6_valid(text: str) -> bool:
 
 
 def iban_valid(text: str) -> bool:
-    """ISO 13616: known country length (any case; space or dash separators ignored) and mod-97 remainder 1 after moving 4 chars to the end."""
-    compact = text.replace(" ", "").replace("-", "").upper()
-    if len(compact) < 15 or not compact.isalnum():
+    """ISO 13616: known country length (any case; separators ignored) and mod-97 remainder 1 after moving 4 chars to the end."""
+    compact = "".join(ch for ch in text if not (ch.isspace() or ch in SEPARATORS)).upper()
+    if len(compact) < 15 or not (compact.isascii() and compact.isalnum()):
         return False
     country = compact[:2]
     if IBAN_LENGTHS.get(country) != len(compact) or not compact[2:4].isdigit():

@@ -19,7 +19,8 @@ from canaryaudit.errors import DataError
 from canaryaudit.io import read_json
 
 #: Per-variant JSON reports, by the attribute of ReportInputs that holds them.
-VARIANT_JSON = {"train": "train/{v}.json", "exposure": "exposure/{v}.json", "extract": "extract/{v}.json"}
+VARIANT_JSON = {"train": "train/{v}.json", "exposure": "exposure/{v}.json", "extract": "extract/{v}.json",
+                "pii": "pii/{v}.json"}
 #: Per-variant CSV series (optional extras: their absence is listed but never blocks anything).
 VARIANT_CSV = {"loss": "train/{v}_loss.csv", "roc": "extract/{v}_roc.csv"}
 PIPELINE_JSON = {"prepare": "prepare.json", "sanitize": "sanitize.json", "canaries": "canaries.json"}
@@ -38,6 +39,7 @@ class ReportInputs:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     exposure: dict[str, dict[str, Any]] = field(default_factory=dict)
     extract: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pii: dict[str, dict[str, Any]] = field(default_factory=dict)  # reports/pii/V.json: PII attacks
     loss: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     roc: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # expected, not found

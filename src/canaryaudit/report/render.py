@@ -123,6 +123,8 @@ def build_context(
         "variants": list(inputs.variants),
         "data": sections.data_section(inputs),
         "sanitize": sections.sanitize_section(inputs),
+        "adversarial_quality": sections.adversarial_quality_rows(inputs),
+        "pii_attacks": sections.pii_attack_section(inputs),
         "canaries": sections.canary_section(inputs, params),
         "models": sections.model_rows(inputs, params),
         "glance": sections.glance_rows(inputs),

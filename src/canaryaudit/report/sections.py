@@ -108,6 +108,45 @@ def sanitize_section(inputs: ReportInputs) -> dict[str, Any] | None:
     return {"enabled": report.get("enabled", True), "splits": list(splits), "rows": rows, "dropped": dropped}
 
 
+def adversarial_quality_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """Detector precision and recall on the adversarial corpus (sanitize.json), one row per type."""
+    quality = _dict(_dict((inputs.sanitize or {}).get("adversarial")).get("detection_quality"))
+    return [{"type": t, **_dict(q)} for t, q in sorted(quality.items())]
+
+
+def pii_attack_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """One row per variant and PII type (pooled "all" last): inference accuracy with chance and interval,
+    and reconstructed targets. Values are never shown, only counts and rates."""
+    rows = []
+    for variant in inputs.variants:
+        report = inputs.pii.get(variant)
+        if report is None:
+            continue
+        inference = _dict(_dict(report.get("inference")).get("types"))
+        recon = _dict(_dict(report.get("reconstruction")).get("types"))
+        for pii_type in [*sorted(t for t in inference if t != "all"), "all"]:
+            row = _dict(inference.get(pii_type))
+            if not row:
+                continue
+            low, chance = row.get("ci_low"), row.get("chance")
+            above = isinstance(low, (int, float)) and isinstance(chance, (int, float)) and low > chance
+            rows.append({"variant": variant, "type": pii_type, "sanitized": report.get("sanitized"),
+                         "trials": row.get("trials"), "rate": row.get("rate"), "chance": chance,
+                         "ci": [low, row.get("ci_high")], "above_chance": above,
+                         "reconstructed": _dict(recon.get(pii_type)).get("successes") if recon else None})
+    return rows
+
+
+def pii_attack_section(inputs: ReportInputs) -> dict[str, Any] | None:
+    if not inputs.pii:
+        return None
+    examples = [{"variant": v, **_dict(e)} for v, r in inputs.pii.items()
+                for e in (_dict(r.get("reconstruction")).get("examples") or [])]
+    first = next(iter(inputs.pii.values()))
+    return {"rows": pii_attack_rows(inputs), "examples": examples, "candidates": _dict(first.get("inference")).get("candidates"),
+            "targets_from": first.get("targets_from")}
+
+
 def canary_section(inputs: ReportInputs, params: Params) -> dict[str, Any]:
     per_format = _dict(_dict(inputs.canaries).get("per_format"))
     formats = []
