@@ -68,8 +68,8 @@ def test_sharded_samplers_in_one_process_draw_what_torch_and_opacus_draw():
     from torch.utils.data import DataLoader, TensorDataset
 
     data = TensorDataset(torch.arange(37))
-    ours = DataLoader(data, batch_sampler=ShardedBatchSampler(37, 8, torch.Generator().manual_seed(3)),
-                      generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)  # one generator for the sampler and the loader, as the Trainer has
+    ours = DataLoader(data, batch_sampler=ShardedBatchSampler(37, 8, generator), generator=generator)
     torchs = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3))
     assert [b[0].tolist() for b in ours] == [b[0].tolist() for b in torchs]
     poisson = list(ShardedPoissonSampler(37, 0.2, 5, torch.Generator().manual_seed(4)))
@@ -158,7 +158,9 @@ def test_train_stage_with_two_processes_matches_one(workspace, tiny_params):
                          f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
     assert "launching 2 processes with torchrun" in proc.stderr
     one, two = (load_file(str(workspace / f"models/{v}/model.safetensors")) for v in ("one", "two"))
-    assert_same_weights(one, two)
+    # AdamW (the default optimizer) divides by the root of tiny second moments, which magnifies the
+    # float-order differences of the all-reduced gradients: 1e-4 here (measured ~1e-5), 1e-5 under SGD.
+    assert_same_weights(one, two, atol=1e-4)
     reports = [read_json(workspace / f"reports/train/{v}.json") for v in ("one", "two")]
     assert reports[0]["steps"] == reports[1]["steps"]
     assert reports[1]["test_loss"] == pytest.approx(reports[0]["test_loss"], abs=1e-5)

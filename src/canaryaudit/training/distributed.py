@@ -16,8 +16,7 @@ desynchronises the ranks' steps; the samplers below never skip a step.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -170,13 +169,15 @@ class ShardedPoissonSampler(Sampler[list[int]]):
             yield shard(mask.nonzero(as_tuple=False).reshape(-1).tolist(), self.world)
 
 
-def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
-    """The torchrun command that runs ``argv`` (a script and its arguments) in ``nproc`` local processes.
+def empty_safe_collate(dataset) -> Callable[[list], object]:
+    """Collation that turns an empty batch into zero-length tensors shaped like the dataset's items
+    (Opacus' ``wrap_collate_with_empty``): a Poisson batch can be empty, and so can a rank's shard."""
+    from opacus.data_loader import wrap_collate_with_empty
+    from torch.utils.data._utils.collate import default_collate
 
-    ``--standalone``: a single-node rendezvous on a free local port (no cluster set-up needed).
-    Multi-node runs use torchrun directly with --nnodes and --rdzv-endpoint (README).
-    """
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *argv]
+    first = dataset[0]
+    return wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *x.shape) for x in first],
+                                   dtypes=[x.dtype for x in first])
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:

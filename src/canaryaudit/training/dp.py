@@ -193,17 +193,12 @@ def poisson_loader(dataset: Any, plan: DpPlan, steps_per_epoch: int, generator: 
     the collate function is Opacus' ``wrap_collate_with_empty``, which turns an empty batch into
     zero-length tensors of the right shape.
     """
-    from opacus.data_loader import wrap_collate_with_empty
     from torch.utils.data import DataLoader
-    from torch.utils.data._utils.collate import default_collate
 
-    from canaryaudit.training.distributed import SINGLE, ShardedPoissonSampler
+    from canaryaudit.training.distributed import SINGLE, ShardedPoissonSampler, empty_safe_collate
 
     sampler = ShardedPoissonSampler(len(dataset), plan.sample_rate, steps_per_epoch, generator, world or SINGLE)
-    first = dataset[0]
-    collate = wrap_collate_with_empty(collate_fn=default_collate, sample_empty_shapes=[(0, *x.shape) for x in first],
-                                      dtypes=[x.dtype for x in first])
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, generator=generator)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=empty_safe_collate(dataset), generator=generator)
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, plan: DpPlan, *,

@@ -52,6 +52,7 @@ from canaryaudit.training.distributed import (
     World,
     all_reduce_sum,
     barrier,
+    empty_safe_collate,
     gather_objects,
     rank_device,
 )
@@ -267,7 +268,8 @@ class Trainer:
         optimizer = make_optimizer(self.s, params)
         if not self.s.dp.enabled:
             sampler = ShardedBatchSampler(len(self.train_set), self.s.batch_size, self.sample_gen, self.world)
-            loader = DataLoader(self.train_set, batch_sampler=sampler, generator=self.sample_gen)
+            loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=empty_safe_collate(self.train_set),
+                                generator=self.sample_gen)
             return self._data_parallel(self.model), optimizer, loader, None, None
         from opacus.validators import ModuleValidator
 
