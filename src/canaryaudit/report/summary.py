@@ -8,8 +8,13 @@ when known, else extrapolation), canaries extracted by the shortest-path
 search, unique memorized samples, PII items and canaries in them, the best
 membership AUC and the empirical epsilon lower bound. A value not measured is null.
 
-The same numbers go to the MLflow parent run as ``variant.VARIANT.KEY`` metrics
-(:func:`summary_metrics`); ``canaryaudit compare`` reads them back.
+MLflow metric names (one scheme, :func:`variant_metrics`): a headline number of a variant
+is ``variant.VARIANT.KEY`` with KEY as in summary.json, dotted (``variant.dp.epsilon``,
+``variant.dp.max_exposure_bits.x64``, ``variant.dp.max_exposure_bits.held_out``), in the
+pipeline's parent run, in a sweep point's run and in the variant's nested stage runs; the
+gate is ``gate.passed`` and ``gate.failed``. ``canaryaudit compare`` reads these names back.
+The sweep's table has the same numbers, computed here (:func:`variant_summary`) from each
+point's own stage reports.
 """
 
 from __future__ import annotations
@@ -64,6 +69,22 @@ def build_summary(inputs: ReportInputs, gate: Mapping[str, Any]) -> dict[str, An
         "variants": {v: variant_summary(inputs, v) for v in inputs.variants},
         "missing_inputs": len(inputs.missing) + len(inputs.invalid),
     }
+
+
+def flat_headline(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One variant's summary as dotted keys (``max_exposure_bits.x64``), unmeasured values left out."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, Mapping):
+            out.update({f"{key}.{k}": v for k, v in flat_headline(value).items()})
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def variant_metrics(variant: str, entry: Mapping[str, Any]) -> dict[str, float]:
+    """MLflow metrics of one variant's headline numbers: ``variant.VARIANT.KEY`` (numbers only)."""
+    return numeric_metrics(entry, f"{METRIC_PREFIX}.{variant}")
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
