@@ -91,7 +91,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         code = run_repro(root, args.targets, run_id)
     finally:
         if tracker is not None and run_id is not None:
-            tracker.finish_pipeline_run(run_id, "FINISHED" if code == 0 else "FAILED")
+            if code == 0:
+                from canaryaudit.report.summary import complete_parent_run
+
+                complete_parent_run(tracker, run_id, root / "reports" / "summary.json")
+            if not tracker.close_pipeline_run(run_id, "FINISHED" if code == 0 else "FAILED"):
+                print(f"MLflow: nothing ran, run {run_id} deleted (no empty run for a no-op audit)")
     if code != 0:
         return code
     print_outputs(root)

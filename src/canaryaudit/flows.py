@@ -29,7 +29,7 @@ from canaryaudit import orchestration as orc
 from canaryaudit import tracking
 from canaryaudit.env import find_workspace_root
 from canaryaudit.errors import CanaryAuditError
-from canaryaudit.report.summary import variant_metrics
+from canaryaudit.report.summary import complete_parent_run, variant_metrics
 
 GATE_ARTIFACT_KEY = "canaryaudit-gate-failed"
 SWEEP_ARTIFACT_KEY = "canaryaudit-sweep"
@@ -183,8 +183,11 @@ def audit(
                 verdict = orc.read_gate(root, stages, [s.name for s in selected])
                 outcome = "FINISHED"
             finally:
-                if tracker and mlflow_run:
-                    tracker.finish_pipeline_run(mlflow_run, outcome)
+                if tracker and mlflow_run and outcome == "FINISHED":
+                    complete_parent_run(tracker, mlflow_run, root / "reports" / "summary.json")
+                if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome):
+                    logger.info("MLflow run %s logged nothing (every stage up to date): deleted", mlflow_run)
+                    mlflow_run = None
     _report_gate(root, verdict, mlflow_run, tracker, logger)
     summary = {
         "workspace": str(root),

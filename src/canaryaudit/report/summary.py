@@ -19,7 +19,9 @@ point's own stage reports.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from canaryaudit.report import measures
@@ -94,3 +96,19 @@ def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     metrics["gate.passed"] = 1.0 if gate.get("passed") else 0.0
     metrics["gate.failed"] = float(gate.get("failed", 0))
     return metrics
+
+
+def complete_parent_run(tracker: Any, run_id: str, summary_path: Path) -> bool:
+    """Give a parent run the headline metrics it lacks because DVC skipped the report stage; True if logged.
+
+    ``dvc repro`` skips stages whose inputs did not change, so their numbers are not logged again; the
+    committed ``reports/summary.json`` is then current (the repro succeeded) and holds them. A run that
+    logged nothing at all is left empty (it is deleted as a no-op).
+    """
+    run = tracker.client.get_run(run_id)
+    if "gate.passed" in run.data.metrics or tracker.logged_nothing(run_id) or not summary_path.is_file():
+        return False
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    tracker.log_metrics(run_id, summary_metrics(summary))
+    tracker.client.set_tag(run_id, "canaryaudit.summary_from", f"{summary_path.name} (report stage up to date)")
+    return True
