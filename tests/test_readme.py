@@ -38,7 +38,16 @@ COMMANDS = _commands()
 
 
 def _overrides(argv: list[str]) -> list[str]:
-    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-S", "--set")]
+    """The ``-S`` values, without Hydra's ``+`` (add a key) prefix."""
+    return [argv[i + 1].lstrip("+") for i, a in enumerate(argv[:-1]) if a in ("-S", "--set")]
+
+
+def _has_key(tree: dict, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
 
 
 def test_the_readme_has_the_commands_this_test_checks():
@@ -60,6 +69,13 @@ def test_every_command_s_overrides_validate_together(argv):
 def test_dvc_exp_run_never_repeats_a_key(argv):
     keys = [o.partition("=")[0] for o in _overrides(argv)]
     assert len(keys) == len(set(keys)), f"{' '.join(argv)}: one experiment with the last value, not one per value"
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for i, arg in enumerate(argv[:-1]):  # DVC's Hydra refuses a key params.yaml lacks unless it has a +
+        if arg in ("-S", "--set") and not argv[i + 1].startswith("+"):
+            key = argv[i + 1].partition("=")[0]
+            assert _has_key(params, key), f"{key} is not in params.yaml: dvc exp run needs -S +{key}=..."
 
 
 @pytest.mark.parametrize("argv", [c for c in COMMANDS if c[0].endswith("canaryaudit")], ids=lambda c: " ".join(c)[:60])

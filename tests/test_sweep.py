@@ -164,6 +164,11 @@ def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harne
     assert (out / "privacy_utility.svg").read_text().count("<title>") == 4
     for point in ("p00", "p03"):  # each point ran in its own workspace copy
         assert (ws / orc.SWEEPS_DIR / "t2x2" / point / "models" / "dp" / "model.safetensors").exists()
+    for row in rows:  # each row is the point's own train report, read independently here
+        own = json.loads((ws / orc.SWEEPS_DIR / "t2x2" / row["point"] / "reports" / "train" / "dp.json").read_text())
+        assert float(row["test_perplexity"]) == own["test_perplexity"] and float(row["epsilon"]) == own["epsilon"]
+        assert "max_exposure_bits.x1" not in row  # exposure@dp was not a target: no exposure numbers
+    assert rows[0]["label"] == "batch_size=8, width=16"
 
     client = MlflowClient(tracking.tracking_uri(ws))
     experiment = client.get_experiment_by_name(tracking.experiment_name()).experiment_id
@@ -171,7 +176,8 @@ def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harne
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     by_point = {r.data.tags["canaryaudit.sweep_point"]: r for r in runs}
     assert by_point["p01"].data.params["grid.train.model.width"] == "32"
-    assert by_point["p01"].data.metrics["dp.epsilon"] == pytest.approx(float(rows[1]["epsilon"]))
+    assert by_point["p01"].data.metrics["variant.dp.epsilon"] == pytest.approx(float(rows[1]["epsilon"]))
+    assert by_point["p01"].data.tags["canaryaudit.sweep_label"] == "batch_size=8, width=32"
     assert all(r.data.tags["mlflow.parentRunId"] == result["mlflow_run_id"] for r in runs)
     nested = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{by_point['p02'].info.run_id}'")
     assert [(r.data.tags["canaryaudit.stage"], r.data.tags["canaryaudit.variant"]) for r in nested] == [("train", "dp")]
