@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/canaryaudit plots template   # .dvc/plots/offline.html: `dvc plots show` without network
 	touch $(STAMP)
 
 # Regenerate constraints.txt from the current environment (after changing pyproject.toml pins).

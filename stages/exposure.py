@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 from canaryaudit import tracking
+from canaryaudit.report.summary import insertion_key
 from canaryaudit.config import load_params
 from canaryaudit.errors import DataError, ParamsError
 from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
@@ -55,10 +56,11 @@ def main(args) -> None:
         metrics = {"extracted_canaries": float(report["extracted"]),
                    "extracted_canaries_top1": float(report["extracted_top1"])}
         for count, entry in by_insertions.items():
-            metrics[f"extracted_fraction.x{count}"] = entry["extracted_fraction"]
+            key = insertion_key(int(count))  # x64, held_out: the names summary.json and the parent run use
+            metrics[f"extracted_fraction.{key}"] = entry["extracted_fraction"]
             for estimator in ("interpolation", "extrapolation", "exact"):
                 if entry[estimator]:
-                    metrics[f"exposure_{estimator}.x{count}.mean"] = entry[estimator]["mean"]
+                    metrics[f"exposure_{estimator}.{key}.mean"] = entry[estimator]["mean"]
         tracker.log_metrics(run_id, metrics)
         tracker.finish(run_id)
     for count, entry in by_insertions.items():

@@ -25,7 +25,7 @@ def main(args) -> None:
     for path, (_schema, records) in outputs.items():
         write_jsonl(path, records)
     summary = {"source": params.source, "description": corpus.description, "ground_truth": corpus.truth is not None,
-               "splits": describe(splits)}
+               "skipped_files": list(corpus.skipped_files), "splits": describe(splits)}
     write_json(args.report, summary)
     tracking.log_stage("prepare", {"data": params.model_dump()}, tracking.numeric_metrics(summary["splits"], "prepare"))
     for name, info in summary["splits"].items():

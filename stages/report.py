@@ -23,8 +23,9 @@ from canaryaudit.report.summary import build_summary, summary_metrics
 from canaryaudit.stagekit import log, run_stage, stage_parser
 
 
-def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, Any], files: list[Path]) -> str:
-    """Log the summary, the verdict and the artifacts to the pipeline's parent run, then finish it."""
+def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, Any], files: list[Path],
+                     provenance: dict[str, Any]) -> str:
+    """Log the summary, the verdict, the provenance and the artifacts to the pipeline's parent run, then finish it."""
     tracker = tracking.Tracker()
     settings = {"report": params.report.model_dump(mode="json"),
                 "gate": {"rules": [r.model_dump(mode="json", exclude_none=True) for r in params.gate.rules]}}
@@ -35,6 +36,7 @@ def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, An
         tracker.client.set_tag(run_id, f"canaryaudit.model.{variant}", f"{model.arch} {model.layers}x{model.width}")
     for name, external in params.train.external.items():
         tracker.client.set_tag(run_id, f"canaryaudit.model.{name}", f"external {Path(external.path).name}")
+    tracking.log_provenance(tracker, run_id, provenance)
     for path in files:
         tracker.client.log_artifact(run_id, str(path), artifact_path="report")
     tracker.finish_pipeline_run(run_id, "FINISHED")
@@ -60,7 +62,8 @@ def main(args) -> None:
         log.warning("report: input %s is missing or unreadable; the report says so", path)
     log.info("report: %s (%.0f kB, %.2f s)", args.out, Path(args.out).stat().st_size / 1e3, time.perf_counter() - started)
     if tracking.tracking_enabled():
-        run_id = close_parent_run(params, summary, gate, [Path(args.out), Path(args.gate), Path(args.summary)])
+        run_id = close_parent_run(params, summary, gate, [Path(args.out), Path(args.gate), Path(args.summary)],
+                                  provenance)
         log.info("report: closed MLflow run %s (gate %s)", run_id, "passed" if gate["passed"] else "failed")
     print(format_table(gate) if gate["rules"] else "gate: no rules configured")
     print(f"report: {Path(args.out).resolve()}")

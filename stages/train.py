@@ -63,7 +63,8 @@ def train_variant(args, settings, key: str, base: Path | None, params, world: Wo
              count_parameters(model), len(data.train), spec.context, "on" if settings.dp.enabled else "off")
 
     tracker = tracking.Tracker() if tracking.tracking_enabled() and world.is_main else None
-    run_id = tracker.start_variant_run("train", args.variant, settings.model_dump(mode="json")) if tracker else None
+    # section-prefixed like every other stage's params (train.dp.noise_multiplier, not dp.noise_multiplier)
+    run_id = tracker.start_variant_run("train", args.variant, {"train": settings.model_dump(mode="json")}) if tracker else None
 
     def on_epoch(record) -> None:
         if tracker and run_id:
@@ -111,6 +112,7 @@ def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_i
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "valid_loss"}  # per epoch above
         tracker.log_metrics(run_id, final, step=result.epochs_run)
         tracker.log_json_artifact(run_id, card, "model_card.json")
+        tracker.client.log_artifacts(run_id, str(args.out), artifact_path="model")  # the trained model, as audited
         tracker.finish(run_id)
     return result
 

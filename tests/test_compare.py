@@ -17,7 +17,7 @@ from tests.conftest import REPO
 from tests.test_report import LOG2_R, make_reports
 
 VARIANTS = {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
-            "reference": {"model": {"layers": 1, "width": 64}}}
+            "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}
 
 
 def _run(run_id: str, metrics: dict, tags: dict | None = None, params: dict | None = None, start: int = 0):

@@ -15,7 +15,9 @@ from tests.conftest import REPO, write_params
 
 pytestmark = pytest.mark.slow
 
-COPY = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+COPY = ["dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/roc.json", "stages", "src"]
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
 
 
 def _repo_copy(dest: Path) -> Path:
@@ -37,8 +39,13 @@ def write_full_params(path: Path, params: dict) -> None:
     write_params(path, parse_params(params).model_dump(mode="json"))
 
 
+def _git(ws: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ws, env={**os.environ, **GIT_ENV}, check=True, capture_output=True,
+                          text=True).stdout
+
+
 def _dvc(ws: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     dvc = str(Path(sys.executable).with_name("dvc"))
     proc = subprocess.run([dvc, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -81,14 +88,18 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     assert json.loads((ws / "models/dp/card.json").read_text())["base_model"]["path"] == "models/pretrain"
     assert extract["dp"]["verification"]["public_corpus"] is True
 
+    # The headline file is the one metric: no per-stage report (with its timings) is a metric any more
     metrics = json.loads(_dvc(ws, "metrics", "show", "--json"))
-    shown = json.dumps(metrics)
-    for path in ("reports/summary.json", "reports/gate.json", "reports/extract/dp.json", "reports/train/dp.json"):
-        assert path in shown
+    [files] = [entry["data"] for entry in metrics.values()]
+    assert list(files) == ["reports/summary.json"]
+    summary = json.loads((ws / "reports/summary.json").read_text())
+    assert files["reports/summary.json"]["data"] == _without_nulls(summary)  # DVC leaves unmeasured values out
+    assert summary["variants"]["dp"]["test_perplexity"] == train["dp"]["test_perplexity"]
     plots = json.loads(_dvc(ws, "plots", "show", "--json"))
     assert not plots.get("errors"), plots.get("errors")
     for name in ("exposure_vs_insertions", "validation_loss", "membership_roc"):
         assert name in json.dumps(plots)
+    _comparison_loop(ws, summary)
 
     second = _dvc(ws, "repro")
     assert "Data and pipelines are up to date." in second
@@ -161,3 +172,40 @@ def test_cli_params_check_and_show(tmp_path, tiny_params):
     write_params(tmp_path / "params.yaml", tiny_params)
     bad = subprocess.run([cli, "params", "check"], cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "sanitize.default_action: Input should be 'mask', 'drop' or 'keep'" in bad.stderr
+
+
+def _without_nulls(tree: dict) -> dict:
+    return {k: _without_nulls(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None}
+
+
+def _comparison_loop(ws: Path, summary: dict) -> None:
+    """DVC's loop: commit the audit, run an experiment, compare metrics and plots offline."""
+    from canaryaudit.plots import write_offline_template
+
+    write_offline_template(ws)
+    _git(ws, "add", "-A")
+    tracked = _git(ws, "ls-files").split()
+    assert "reports/summary.json" in tracked and "reports/gate.json" in tracked and "dvc.lock" in tracked
+    assert "reports/extract/dp_roc.csv" in tracked and "reports/train/dp_loss.csv" in tracked  # plot files
+    assert "reports/train/dp.json" not in tracked and "reports/index.html" not in tracked  # DVC-cached
+    _git(ws, "commit", "-q", "-m", "audit")
+
+    out = _dvc(ws, "exp", "run", "-S", "train.variants.dp.dp.noise_multiplier=2.0")
+    assert "Running stage 'train@dp'" in out and "Running stage 'train@nonprivate'" not in out
+    rows = json.loads(_dvc(ws, "exp", "show", "--json"))
+    experiments = [exp for row in rows for exp in (row.get("experiments") or [])]
+    assert len(experiments) == 1
+    headline = {}
+    for rev in (rows[-1], experiments[0]["revs"][0]):  # HEAD (the committed audit) and the experiment
+        data = rev["data"]["metrics"]["reports/summary.json"]["data"]
+        headline[rev["data"].get("name") or rev["data"]["rev"]] = data["variants"]["dp"]["epsilon"]
+    assert summary["variants"]["dp"]["epsilon"] in headline.values()
+    assert len(set(headline.values())) == 2  # twice the noise: another epsilon
+
+    diff = json.loads(_dvc(ws, "metrics", "diff", "--json"))
+    changed = diff["diff"]["reports/summary.json"]
+    assert changed["variants.dp.epsilon"]["old"] == summary["variants"]["dp"]["epsilon"]
+    assert "variants.nonprivate.test_perplexity" not in changed  # not retrained
+    page = Path(_dvc(ws, "plots", "diff", "--out", "plots_diff").strip().splitlines()[-1].removeprefix("file://"))
+    html = page.read_text(encoding="utf-8")
+    assert "<script src" not in html and "window.vegaEmbed" in html and html.count("vegaEmbed('#") >= 3

@@ -180,27 +180,21 @@ def test_gate_verdicts_missing_skipped_failed(tmp_path):
     assert (tmp_path / orc.REPORT_FILE).resolve().as_uri() in md and "run123" in md and "dp-auc" not in md
 
 
-def test_overrides_are_applied_for_the_run_and_restored(tmp_path):
-    original = "# my comments\n" + yaml.safe_dump(full_params(TINY_PARAMS), sort_keys=False)
+def test_overrides_are_written_round_trip_and_kept(tmp_path):
+    original = "# my comments\n" + yaml.safe_dump(full_params(TINY_PARAMS), sort_keys=False).replace(
+        "d: 0123456789", 'd: "0123456789"  # digits')  # PyYAML writes it bare: DVC would read a number
     (tmp_path / "params.yaml").write_text(original)
     with orc.applied_params(tmp_path, None, ["train.epochs=2"]) as resolved:
         assert resolved["train"]["epochs"] == 2
-        assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["epochs"] == 2
-        assert (tmp_path / orc.PARAMS_BACKUP).read_text() == original
-    assert (tmp_path / "params.yaml").read_text() == original and not (tmp_path / orc.PARAMS_BACKUP).exists()
+    text = (tmp_path / "params.yaml").read_text()  # kept after the run, as `dvc exp run -S` keeps it
+    assert yaml.safe_load(text)["train"]["epochs"] == 2
+    assert text.startswith("# my comments\n") and 'd: "0123456789"  # digits' in text
+    assert [a for a, b in zip(original.splitlines(), text.splitlines()) if a != b] == ["  epochs: 1"]
 
-    with pytest.raises(RuntimeError), orc.applied_params(tmp_path, None, ["train.epochs=2"]):
-        raise RuntimeError("a stage failed")
-    assert (tmp_path / "params.yaml").read_text() == original
-
+    before = (tmp_path / "params.yaml").read_text()
     with pytest.raises(ParamsError, match="train.epochs"), orc.applied_params(tmp_path, None, ["train.epochs=-1"]):
         pass
-    assert (tmp_path / "params.yaml").read_text() == original
-
-    # a run killed while overridden leaves the backup; the next run puts it back
-    (tmp_path / orc.PARAMS_BACKUP).write_text(original)
-    (tmp_path / "params.yaml").write_text("broken: [")
-    assert orc.recover_params(tmp_path) and (tmp_path / "params.yaml").read_text() == original
+    assert (tmp_path / "params.yaml").read_text() == before  # invalid: nothing written
 
 
 def test_workspace_lock_excludes_a_second_holder_and_names_it(tmp_path):
@@ -509,6 +503,22 @@ def test_full_tiny_audit_flow_reports_and_gates(tmp_path, harness):
     assert run.data.tags["prefect.flow_run_id"] == result["flow_run_id"] and run.data.tags["canaryaudit.gate"] == "failed"
     assert "canaries.canaries" in run.data.metrics  # the stages logged into the flow's MLflow run
     assert "gate:failed" in flow_run(result["flow_run_id"]).tags
+
+
+@pytest.mark.slow
+def test_flow_with_overrides_leaves_dvc_status_clean(tmp_path, harness):
+    from canaryaudit.flows import audit
+
+    stage = {"cmd": "python -c \"open('a.txt','w').write('a')\"", "outs": ["a.txt"],
+             "params": ["train.epochs", "canaries.alphabets"]}  # alphabets: "0123456789" must stay a string
+    ws = fake_workspace(tmp_path / "ws", {"a": stage})
+    result = audit(workspace=str(ws), overrides=["train.epochs=2"], default_retries=0, fail_on_gate=False)
+    assert [s["status"] for s in result["stages"]] == ["ran"]
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    status = subprocess.run([dvc, "status", "--json"], cwd=ws, capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}  # params.yaml, dvc.lock and the outputs agree
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]["a"]["params"]["params.yaml"]
+    assert lock["train.epochs"] == 2 and lock["canaries.alphabets"]["d"] == "0123456789"
 
 
 REPORT = """

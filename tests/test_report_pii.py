@@ -57,3 +57,15 @@ def test_adversarial_table_renders_when_sanitize_reports_it(tmp_path):
     write_json(reports / "sanitize.json", data)
     html, _ = render(reports)
     assert "adversarial corpus" in html and f"{319 / 321:.3f}" in htmllib.unescape(html)
+
+
+def test_summary_carries_the_pii_headline_numbers(tmp_path):
+    from canaryaudit.report.summary import build_summary, summary_metrics
+
+    reports = make_reports(tmp_path / "reports")
+    inputs = load_inputs(reports, ["nonprivate", "dp"])
+    summary = build_summary(inputs, {"passed": True, "rules": []})
+    nonprivate = summary["variants"]["nonprivate"]
+    assert nonprivate["pii_inference_accuracy"] == (62 + 31 + 9) / 280  # pooled over the types, as in the section
+    assert nonprivate["pii_reconstructed"] == 16
+    assert summary_metrics(summary)["variant.nonprivate.pii_reconstructed"] == 16.0

@@ -174,3 +174,38 @@ def test_duplicate_id_error_does_not_echo_the_id(tmp_path):
     with pytest.raises(DataError) as info:
         load_corpus(data_params("file:d.jsonl", file={"id_field": "id"}), tmp_path)
     assert "jane@x.org" not in str(info.value)
+
+
+def test_txt_one_document_per_line(tmp_path):
+    (tmp_path / "lines.txt").write_text("first document here\nsecond one\n\nthird after a blank\n")
+    corpus = load_corpus(data_params("file:lines.txt", file={"txt_unit": "line"}), tmp_path)
+    assert [(d.doc_id, d.text) for d in corpus.documents] == [
+        ("lines:1", "first document here"), ("lines:2", "second one"), ("lines:4", "third after a blank")]
+
+
+def test_too_few_blocks_hints_at_txt_unit_line(tmp_path):
+    (tmp_path / "lines.txt").write_text("one document a line\nanother document\na third one\n")
+    with pytest.raises(DataError, match="only 1 usable document.*set data.file.txt_unit: line"):
+        load_corpus(data_params("file:lines.txt"), tmp_path)
+
+
+def test_cr_only_line_ends_separate_blocks_and_lines(tmp_path):
+    (tmp_path / "mac.txt").write_bytes(b"first block\rstill first\r\rsecond block\r\rthird block\r")
+    blocks = load_corpus(data_params("file:mac.txt"), tmp_path)
+    assert texts(blocks) == ["first block\nstill first", "second block", "third block"]
+    lines = load_corpus(data_params("file:mac.txt", file={"txt_unit": "line"}), tmp_path)
+    assert texts(lines) == ["first block", "still first", "second block", "third block"]
+
+
+def test_files_of_other_types_in_a_folder_are_logged_and_listed(tmp_path, caplog):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha one\n\nalpha two\n\nalpha three\n")
+    (folder / "notes.md").write_text("# not read\n")
+    (folder / "data.json").write_text("{}\n")
+    with caplog.at_level("WARNING", logger="canaryaudit.sources"):
+        corpus = load_corpus(data_params("file:corpus"), tmp_path)
+    assert corpus.skipped_files == ("data.json", "notes.md")
+    assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
+        f"data.source: skipped {folder / 'data.json'}: not .txt, .jsonl, .csv",
+        f"data.source: skipped {folder / 'notes.md'}: not .txt, .jsonl, .csv"]

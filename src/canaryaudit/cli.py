@@ -53,6 +53,16 @@ def run_repro(root: Path, targets: list[str], parent_run_id: str | None) -> int:
         return subprocess.call([dvc, "repro", *targets], cwd=root, env=env)
 
 
+def _ensure_plots_template(root: Path) -> None:
+    """The offline page `.dvc/config` names for `dvc plots show`; a failure only warns (plots are extras)."""
+    from canaryaudit.plots import write_offline_template
+
+    try:
+        write_offline_template(root)
+    except (ImportError, OSError, RuntimeError) as exc:
+        print(f"warning: could not write the offline plots page (`canaryaudit plots template`): {exc}", file=sys.stderr)
+
+
 def print_outputs(root: Path) -> None:
     print("\nOutputs:")
     for rel, what in OUTPUTS:
@@ -69,6 +79,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     root = find_workspace_root()
     load_params(root / "params.yaml")  # fail fast, before any stage runs (dvc.yaml reads params.yaml)
+    _ensure_plots_template(root)
     run_id = None
     tracker = None
     if tracking.tracking_enabled():
@@ -80,10 +91,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         code = run_repro(root, args.targets, run_id)
     finally:
         if tracker is not None and run_id is not None:
-            tracker.finish_pipeline_run(run_id, "FINISHED" if code == 0 else "FAILED")
+            if code == 0:
+                from canaryaudit.report.summary import complete_parent_run
+
+                complete_parent_run(tracker, run_id, root / "reports" / "summary.json")
+            if not tracker.close_pipeline_run(run_id, "FINISHED" if code == 0 else "FAILED"):
+                print(f"MLflow: nothing ran, run {run_id} deleted (no empty run for a no-op audit)")
     if code != 0:
         return code
     print_outputs(root)
+    print("\nTo record this audit (DVC's convention): git add dvc.lock reports && git commit -m 'audit'")
     passed = print_verdict(root)
     return 1 if args.fail_on_gate and passed is not True else 0
 
@@ -122,6 +139,14 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plots(args: argparse.Namespace) -> int:
+    from canaryaudit.plots import write_offline_template
+
+    path = write_offline_template(find_workspace_root(), force=args.force)
+    print(f"{path}: `dvc plots show` and `dvc plots diff` pages work offline (Vega inlined)")
+    return 0
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser; the options of a heavy subcommand are loaded only when ``command`` names it."""
     parser = argparse.ArgumentParser(prog="canaryaudit", description=__doc__)
@@ -135,6 +160,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     params.add_argument("--params", default="params.yaml")
     params.add_argument("-S", "--set", action="append", metavar="KEY=VALUE", help="override, e.g. -S data.seed=7")
     params.set_defaults(func=cmd_params)
+    plots = sub.add_parser("plots", help="write .dvc/plots/offline.html, the page `dvc plots show` uses (no network)")
+    plots.add_argument("action", choices=["template"])
+    plots.add_argument("--force", action="store_true", help="rewrite it even when present")
+    plots.set_defaults(func=cmd_plots)
     outputs = sub.add_parser("outputs", help="list the pipeline outputs present in this workspace")
     outputs.set_defaults(func=lambda _a: print_outputs(find_workspace_root()) or 0)
     _add_lazy(sub, command, "gate", "check the privacy gate rules against the reports (exit 0 pass, 1 fail, 2 bad input)",

@@ -47,9 +47,10 @@ def _model_label(tags: Mapping[str, str], variant: str, child_params: Mapping[st
     tagged = tags.get(f"canaryaudit.model.{variant}")
     if tagged:
         return tagged
-    if "model.arch" in child_params:
-        layers, width = child_params.get("model.layers", "?"), child_params.get("model.width", "?")
-        return f"{child_params['model.arch']} {layers}x{width}"
+    for prefix in ("train.model.", "model."):  # section-prefixed, or as runs before that logged them
+        if f"{prefix}arch" in child_params:
+            layers, width = child_params.get(f"{prefix}layers", "?"), child_params.get(f"{prefix}width", "?")
+            return f"{child_params[prefix + 'arch']} {layers}x{width}"
     return ""
 
 

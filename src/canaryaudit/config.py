@@ -7,6 +7,7 @@ Every error names the dotted key at fault and what is allowed, e.g.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,34 @@ class Section(BaseModel):
 _SOURCE_RE = re.compile(r"^(builtin:emails|file:.+|hf:[^:\s]+(:[^:\s]+)?)$")
 
 
+def derive_file_dependency(raw: Any) -> Any:
+    """Before validation: a section with a ``file:PATH`` source and no ``dependency`` key gets PATH.
+
+    ``params.yaml`` (what DVC reads) always names ``dependency``, and :func:`check_file_dependency`
+    holds it to the source; a mapping built in code may leave it out.
+    """
+    if isinstance(raw, dict) and "dependency" not in raw and str(raw.get("source", "")).startswith("file:"):
+        return {**raw, "dependency": str(raw["source"]).partition(":")[2]}
+    return raw
+
+
+def check_file_dependency(source: str, dependency: str, section: str) -> None:
+    """A ``file:PATH`` source must be named again as the section's ``dependency``, the path DVC hashes.
+
+    DVC cannot read a path out of ``file:PATH``; ``dvc.yaml`` lists ``${SECTION.dependency}`` among the
+    stage's dependencies, so editing the file reruns the stage (and ``dvc status`` says so). Other
+    sources keep the default, a path the stage depends on anyway.
+    """
+    if not source.startswith("file:"):
+        return
+    path = source.partition(":")[2]
+    if os.path.normpath(path) != os.path.normpath(dependency):
+        raise ValueError(
+            f"{section}.dependency must name the file or folder of {section}.source ({path}), so that DVC reruns "
+            f"the stage when it changes: set {section}.dependency: {path} (got {dependency})"
+        )
+
+
 class BuiltinCorpusParams(Section):
     target_bytes: int = Field(500_000, ge=10_000, le=200_000_000)  # UTF-8 bytes of generated email
     emails_per_person_min: int = Field(3, ge=1, le=100)
@@ -51,7 +80,9 @@ class FileSourceParams(Section):
     text_field: str = Field("text", min_length=1)  # JSONL key or CSV column holding the text
     id_field: str | None = None  # optional JSONL key / CSV column with a document id
     author_field: str | None = None  # optional key / column with the author
-    txt_unit: Literal["block", "file"] = "block"  # .txt: one document per blank-line block, or per file
+    # .txt: one document per blank-line block, per line (one document a line, as public corpora are
+    # often laid out), or per file
+    txt_unit: Literal["block", "line", "file"] = "block"
 
 
 class HfSourceParams(Section):
@@ -71,8 +102,13 @@ class SplitParams(Section):
         return self
 
 
+#: ``dependency`` defaults: paths the stage depends on anyway (the builtin generator, the test split).
+CORPUS_CODE = "src/canaryaudit/corpus"
+
+
 class DataParams(Section):
     source: str = "builtin:emails"
+    dependency: str = Field(CORPUS_CODE, min_length=1)  # the path DVC hashes: file:PATH's PATH (checked)
     seed: int = Field(1234, ge=0)
     max_documents: int | None = Field(None, ge=1)  # cap after loading (None = all)
     min_chars: int = Field(1, ge=1)  # documents shorter than this (stripped) are skipped
@@ -94,6 +130,16 @@ class DataParams(Section):
             raise ValueError("must be 'builtin:emails', 'file:PATH' or 'hf:NAME[:CONFIG]'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_dependency(cls, raw: Any) -> Any:
+        return derive_file_dependency(raw)
+
+    @model_validator(mode="after")
+    def _dependency_names_the_file(self) -> DataParams:
+        check_file_dependency(self.source, self.dependency, "data")
+        return self
+
 
 # ---------------------------------------------------------------- pretrain (public base model)
 
@@ -114,6 +160,7 @@ class PretrainParams(Section):
     """
 
     source: str = "builtin:emails"
+    dependency: str = Field(CORPUS_CODE, min_length=1)  # the path DVC hashes: file:PATH's PATH (checked)
     seed: int = Field(4321, ge=0)  # public corpus generation (builtin) and the base model's training
     target_bytes: int = Field(1_500_000, ge=10_000, le=200_000_000)  # builtin only: UTF-8 bytes generated
     max_documents: int | None = Field(None, ge=1)  # cap after loading (None = all)
@@ -129,6 +176,16 @@ class PretrainParams(Section):
         if value != PRETRAIN_NONE and not _SOURCE_RE.match(value):
             raise ValueError("must be 'builtin:emails', 'file:PATH', 'hf:NAME[:CONFIG]' or 'none'")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_dependency(cls, raw: Any) -> Any:
+        return derive_file_dependency(raw)
+
+    @model_validator(mode="after")
+    def _dependency_names_the_file(self) -> PretrainParams:
+        check_file_dependency(self.source, self.dependency, "pretrain")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -578,6 +635,7 @@ class TemperatureParams(Section):
 
 class PrefixParams(Section):
     source: str = "test"  # test: the held-out test split (never trained on) | file:PATH (.txt/.jsonl/.csv)
+    dependency: str = Field("data/sanitized/test.jsonl", min_length=1)  # what DVC hashes: file:PATH's PATH
     min_tokens: int = Field(5, ge=1, le=10_000)
     max_tokens: int = Field(10, ge=1, le=10_000)
 
@@ -588,10 +646,16 @@ class PrefixParams(Section):
             raise ValueError("use 'test' (the held-out split) or 'file:PATH'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_dependency(cls, raw: Any) -> Any:
+        return derive_file_dependency(raw)
+
     @model_validator(mode="after")
     def _min_le_max(self) -> PrefixParams:
         if self.min_tokens > self.max_tokens:
             raise ValueError("min_tokens must be <= max_tokens")
+        check_file_dependency(self.source, self.dependency, "extract.prefix")
         return self
 
 

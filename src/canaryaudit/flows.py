@@ -29,6 +29,7 @@ from canaryaudit import orchestration as orc
 from canaryaudit import tracking
 from canaryaudit.env import find_workspace_root
 from canaryaudit.errors import CanaryAuditError
+from canaryaudit.report.summary import complete_parent_run, variant_metrics
 
 GATE_ARTIFACT_KEY = "canaryaudit-gate-failed"
 SWEEP_ARTIFACT_KEY = "canaryaudit-sweep"
@@ -156,7 +157,6 @@ def audit(
     run_info = _flow_run_info()
     started = time.perf_counter()
     with orc.workspace_lock(root, lock_timeout_seconds, on_wait=logger.warning, who=f"flow run {run_info.get('name', '')}"):
-        orc.recover_params(root, log=logger.warning)
         checked = check_params(str(root), params_file, overrides)
         with orc.applied_params(root, params_file, overrides, log=logger.info):
             stages = orc.list_stages(root)
@@ -183,8 +183,11 @@ def audit(
                 verdict = orc.read_gate(root, stages, [s.name for s in selected])
                 outcome = "FINISHED"
             finally:
-                if tracker and mlflow_run:
-                    tracker.finish_pipeline_run(mlflow_run, outcome)
+                if tracker and mlflow_run and outcome == "FINISHED":
+                    complete_parent_run(tracker, mlflow_run, root / "reports" / "summary.json")
+                if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome):
+                    logger.info("MLflow run %s logged nothing (every stage up to date): deleted", mlflow_run)
+                    mlflow_run = None
     _report_gate(root, verdict, mlflow_run, tracker, logger)
     summary = {
         "workspace": str(root),
@@ -262,7 +265,8 @@ def plan_sweep(workspace: str, params_file: str | None, grid: dict[str, list[Any
     planned = []
     for i, point in enumerate(points):
         params = orc.point_params(Path(workspace), params_file, point)
-        planned.append({"point": f"p{i:02d}", "params": point, "resolved": params})
+        planned.append({"point": f"p{i:02d}", "label": orc.point_label(point), "params": point, "resolved": params,
+                        "params_text": orc.point_params_text(Path(workspace), params_file, params)})
     get_run_logger().info("%d points over %s", len(planned), ", ".join(grid))
     return planned
 
@@ -277,6 +281,7 @@ def run_point(
     workspace: str,
     point_id: str,
     resolved: dict[str, Any],
+    params_text: str,
     work_dir: str,
     targets: list[str] | None,
     variants: list[str] | None,
@@ -287,14 +292,16 @@ def run_point(
     logger = get_run_logger()
     root = Path(workspace)
     ws = Path(work_dir) / point_id
-    orc.prepare_point_workspace(root, ws, resolved, orc.list_stages(root), share_cache)
+    orc.prepare_point_workspace(root, ws, params_text, orc.list_stages(root), share_cache)
     stages = orc.list_stages(ws)  # the point's params may change the foreach expansion
-    known = list((resolved.get("train") or {}).get("variants") or {})
+    train = resolved.get("train") or {}
+    known = [*(train.get("variants") or {}), *(train.get("external") or {})]
     selected, _ = orc.select_stages(stages, targets, variants, known)
+    audited = [v for v in known if (not variants or v in variants) and any(s.key == v for s in selected)]
     env = orc.stage_env(mlflow_run, {"MLFLOW_TRACKING_URI": tracking.tracking_uri(root)} if mlflow_run else None)
     with orc.workspace_lock(ws, on_wait=logger.warning, who=f"sweep point {point_id}"):
         run = orc.run_dvc(ws, ["repro", *(s.name for s in selected)], point_id, env, log=logger.info)
-    results = orc.collect_results(ws)
+    results = orc.point_results(ws, selected, audited)  # only what this point's stages produced
     logger.info("%s done in %.1f s: %s", point_id, run.seconds, json.dumps(results))
     return {"results": results, "seconds": round(run.seconds, 2), "workspace": str(ws)}
 
@@ -349,9 +356,10 @@ def sweep(
         for p in planned:
             run = tracker.client.create_run(
                 tracker.experiment_id,
-                run_name=f"{name}/{p['point']}",
+                run_name=f"{name}/{p['point']} {p['label']}"[:250],
                 tags={"mlflow.parentRunId": sweep_run, "canaryaudit.role": "pipeline", "canaryaudit.sweep": name,
-                      "canaryaudit.sweep_point": p["point"], "canaryaudit.launcher": "prefect-sweep",
+                      "canaryaudit.sweep_point": p["point"], "canaryaudit.sweep_label": p["label"],
+                      "canaryaudit.launcher": "prefect-sweep",
                       "canaryaudit.workspace": str(work / p["point"])},
             )
             point_runs[p["point"]] = run.info.run_id
@@ -367,7 +375,8 @@ def sweep(
 
     def submit(p: dict[str, Any]) -> None:
         run_id = point_runs[p["point"]] if point_runs else None
-        future = runner.submit(str(root), p["point"], p["resolved"], str(work), targets, variants, run_id, share_cache)
+        future = runner.submit(str(root), p["point"], p["resolved"], p["params_text"], str(work), targets, variants,
+                               run_id, share_cache)
         futures[future] = p
 
     for _ in range(max(1, max_parallel)):
@@ -383,14 +392,14 @@ def sweep(
             outcomes[p["point"]] = {"results": {}, "status": "failed", "error": str(error)[:2000]}
         if tracker and point_runs:
             run_id = point_runs[p["point"]]
-            metrics = {f"{v}.{k}": x for v, m in outcomes[p["point"]]["results"].items() for k, x in m.items()}
+            metrics = {k: x for v, m in outcomes[p["point"]]["results"].items() for k, x in variant_metrics(v, m).items()}
             if metrics:
                 tracker.log_metrics(run_id, metrics)
             tracker.finish(run_id, "FINISHED" if outcomes[p["point"]]["status"] == "ok" else "FAILED")
         if queue:
             submit(queue.pop(0))
 
-    points = [{"point": p["point"], "params": p["params"], **outcomes[p["point"]]} for p in planned]
+    points = [{"point": p["point"], "label": p["label"], "params": p["params"], **outcomes[p["point"]]} for p in planned]
     files = orc.write_sweep_outputs(out_dir, points, grid, f"sweep {name}")
     markdown = files["markdown"].read_text(encoding="utf-8")
     from prefect.artifacts import create_markdown_artifact

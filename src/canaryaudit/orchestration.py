@@ -15,10 +15,9 @@ workspace lock); the flows themselves live in :mod:`canaryaudit.flows`, and
   dvc.yaml) are not retried; any other non-zero exit (a crash, a kill by the
   OOM killer, ...) and a DVC lock timeout are transient and retried.
 - **Overrides** (``-S key=value``) and another params file are validated, then
-  written in full over the workspace's ``params.yaml`` for the run (``dvc.yaml``
-  reads that file) and the original put back afterwards; a copy is kept in
-  ``.canaryaudit/params.yaml.orig`` until then, so a killed run is repaired by the
-  next one.
+  written into the workspace's ``params.yaml`` (``dvc.yaml`` reads that file) by a
+  YAML round trip that keeps comments and quoting, and left there, as ``dvc exp run
+  -S`` does: ``params.yaml``, ``dvc.lock`` and the reports then agree.
 - **Gate**: ``reports/gate.json``, written by whichever stage lists it as an
   output; its absence is reported as such, never as a pass.
 - **Sweeps**: a grid of overrides, one workspace copy per point (its source
@@ -52,14 +51,12 @@ from typing import Any
 import yaml
 
 from canaryaudit.errors import CanaryAuditError, ParamsError
-from canaryaudit.report import measures
 from canaryaudit.stagekit import EXIT_INTERRUPTED, EXIT_USER_ERROR
 
 LogFn = Callable[[str], None]
 
 STATE_DIR = ".canaryaudit"
 LOCK_FILE = f"{STATE_DIR}/repro.lock"
-PARAMS_BACKUP = f"{STATE_DIR}/params.yaml.orig"
 GATE_FILE = "reports/gate.json"
 REPORT_FILE = "reports/index.html"
 SWEEPS_DIR = f"{STATE_DIR}/sweeps"
@@ -414,53 +411,33 @@ def resolve_params(root: Path, params_file: str | Path | None, overrides: Sequen
     return load_params(source, overrides).model_dump(mode="json")
 
 
-def recover_params(root: Path, log: LogFn = _noop) -> bool:
-    """Put back a ``params.yaml`` left overridden by a run that was killed; True if one was."""
-    backup = Path(root) / PARAMS_BACKUP
-    if not backup.exists():
-        return False
-    os.replace(backup, Path(root) / "params.yaml")
-    log(f"restored params.yaml from {backup} (an earlier run with overrides did not finish)")
-    return True
-
-
 @contextlib.contextmanager
 def applied_params(
     root: Path, params_file: str | Path | None, overrides: Sequence[str] = (), log: LogFn = _noop
 ) -> Iterator[dict[str, Any]]:
-    """Validate the effective params; with a params file or overrides, write them to ``params.yaml``.
+    """Validate the effective params; with a params file or overrides, write them into ``params.yaml``.
 
-    Yields the resolved params. Call under the workspace lock. The original
-    ``params.yaml`` is restored on exit (also after a failure).
+    Yields the resolved params. Call under the workspace lock. As with ``dvc exp run -S``, the
+    settings stay in ``params.yaml`` after the run, so it matches ``dvc.lock`` and the reports
+    (``dvc status`` clean); the file is edited round-trip (:mod:`canaryaudit.params_file`):
+    comments, quoting and every other value are kept as written.
     """
+    from canaryaudit.params_file import write_settings
+
     root = Path(root)
     resolved = resolve_params(root, params_file, overrides)
     target = root / "params.yaml"
-    differs = bool(overrides) or (params_file is not None and Path(root, params_file).resolve() != target.resolve())
-    if not differs:
-        yield resolved
-        return
-    backup = root / PARAMS_BACKUP
-    backup.parent.mkdir(parents=True, exist_ok=True)
-    had_params = target.exists()
-    if had_params:
-        shutil.copy2(target, backup)
-    what = ", ".join(overrides) if overrides else ""
-    log(f"params for this run: {params_file or 'params.yaml'}{' with ' + what if what else ''} (params.yaml restored afterwards)")
-    try:
-        tmp = target.with_suffix(".yaml.tmp")
-        tmp.write_text(
-            "# written by canaryaudit for one audit run; the original is restored when it ends\n"
-            + yaml.safe_dump(resolved, sort_keys=False),
-            encoding="utf-8",
-        )
-        os.replace(tmp, target)
-        yield resolved
-    finally:
-        if had_params:
-            os.replace(backup, target)
-        else:
-            target.unlink(missing_ok=True)
+    source = Path(params_file) if params_file else None
+    if source is not None and not source.is_absolute():
+        source = root / source
+    if source is not None and source.resolve() == target.resolve():
+        source = None
+    if overrides or source is not None:
+        what = ", ".join(overrides)
+        if write_settings(target, source, overrides):
+            log(f"params.yaml now holds {source or 'its settings'}{' with ' + what if what else ''} "
+                "(edited in place, comments kept, as `dvc exp run -S` does)")
+    yield resolved
 
 
 # ===================================================================== gate
@@ -635,7 +612,40 @@ def point_params(root: Path, params_file: str | Path | None, point: Mapping[str,
         path = resolve_source_path(DataParams.model_validate_json(json.dumps(resolved["data"])), Path(root))
         resolved["data"]["source"] = "file:" + str(path.resolve())
         resolved["data"]["allow_outside_workspace"] = True
+        if "dependency" in resolved["data"]:  # the DVC dependency follows the source (checked at load)
+            resolved["data"]["dependency"] = str(path.resolve())
     return resolved
+
+
+def point_params_text(root: Path, params_file: str | Path | None, resolved: Mapping[str, Any]) -> str:
+    """The point's ``params.yaml``: the workspace's file (comments, quoting kept) edited to hold ``resolved``.
+
+    Not a fresh dump: PyYAML would write ``"0123456789"`` bare, which DVC (YAML 1.2) reads as a number,
+    and the points' params would no longer match the workspace's in DVC's run-cache.
+    """
+    from canaryaudit.params_file import synced_text
+
+    source = Path(params_file) if params_file else Path(root) / "params.yaml"
+    source = source if source.is_absolute() else Path(root) / source
+    return synced_text(source.read_text(encoding="utf-8"), resolved, str(source))
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """A point named by its settings, each key by its last part: ``noise_multiplier=2.0, batch_size=16``.
+
+    A last part shared by two keys keeps one more part (``dp.enabled`` vs ``lora.enabled``).
+    """
+    keys = list(point)
+
+    def short(key: str) -> str:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if sum(1 for k in keys if k == tail or k.endswith("." + tail)) == 1:
+                return tail
+        return key
+
+    return ", ".join(f"{short(k)}={v if isinstance(v, str) else json.dumps(v)}" for k, v in point.items())
 
 
 def source_paths(stages: Sequence[Stage]) -> list[str]:
@@ -643,7 +653,10 @@ def source_paths(stages: Sequence[Stage]) -> list[str]:
     produced = [o for s in stages for o in s.outs]
 
     def is_produced(path: str) -> bool:
-        return any(path == o or path.startswith(o.rstrip("/") + "/") for o in produced)
+        # a folder holding some stage's output (reports/train) is produced too: copying it would hand a
+        # sweep point the parent workspace's reports, numbers the point never computed
+        return any(path == o or path.startswith(o.rstrip("/") + "/") or o.startswith(path.rstrip("/") + "/")
+                   for o in produced)
 
     paths: list[str] = []
     for stage in stages:
@@ -658,7 +671,7 @@ _COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
 def prepare_point_workspace(
-    root: Path, dest: Path, params: Mapping[str, Any], stages: Sequence[Stage], share_cache: bool = True
+    root: Path, dest: Path, params_text: str, stages: Sequence[Stage], share_cache: bool = True
 ) -> Path:
     """A DVC workspace at ``dest`` that runs the same pipeline with ``params``.
 
@@ -690,16 +703,8 @@ def prepare_point_workspace(
     if share_cache:
         local += ["[cache]", f"    dir = {root / '.dvc' / 'cache'}"]
     (dest / ".dvc" / "config.local").write_text("\n".join(local) + "\n", encoding="utf-8")
-    (dest / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False), encoding="utf-8")
+    (dest / "params.yaml").write_text(params_text, encoding="utf-8")
     return dest
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _num(value: Any) -> float | None:
@@ -708,61 +713,46 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def collect_results(ws: Path) -> dict[str, dict[str, float]]:
-    """Headline metrics per variant from a workspace's reports (train, exposure, extract)."""
-    reports = Path(ws) / "reports"
-    out: dict[str, dict[str, float]] = {}
+def point_results(ws: Path, selected: Sequence[Stage], variants: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Headline numbers per variant of one sweep point, from the reports its selected stages produced.
 
-    def put(variant: str, key: str, value: Any) -> None:
-        number = _num(value)
-        if number is not None:
-            out.setdefault(variant, {})[key] = number
+    The numbers are the report's (:func:`canaryaudit.report.summary.variant_summary`, the same code
+    writes summary.json), keyed as there (``max_exposure_bits.x64``). A report the point's stages do
+    not produce (a stage outside ``--targets``, a file left by an earlier sweep) is not read.
+    """
+    from canaryaudit.report.inputs import VARIANT_JSON, load_inputs
+    from canaryaudit.report.summary import flat_headline, variant_summary
 
-    for path in sorted((reports / "train").glob("*.json")):
-        data = _read_json(path) or {}
-        for key in ("test_perplexity", "test_loss", "epsilon", "steps", "train_seconds"):
-            put(path.stem, key, data.get(key))
-    for path in sorted((reports / "exposure").glob("*.json")):
-        data = _read_json(path) or {}
-        canaries = [c for c in data.get("canaries") or [] if isinstance(c, dict) and not c.get("audit")]
-        best = [measures.canary_exposure(c, "best") for c in canaries if c.get("included", True)]
-        best = [b for b in best if b is not None]
-        if best:
-            put(path.stem, "exposure_max", max(best))
-        counts = sorted((int(k) for k in (data.get("by_insertions") or {}) if str(k).isdigit() and int(k) > 0))
-        if counts:
-            top = data["by_insertions"][str(counts[-1])]
-            put(path.stem, "exposure_top_mean", (top.get("extrapolation") or {}).get("mean"))
-            put(path.stem, "exposure_top_insertions", counts[-1])
-        put(path.stem, "extracted_canaries", data.get("extracted"))
-    for path in sorted((reports / "extract").glob("*.json")):
-        data = _read_json(path) or {}
-        put(path.stem, "memorized_samples", data.get("unique_memorized"))
-        put(path.stem, "memorized_pii", len(data.get("memorized_pii") or []) if "memorized_pii" in data else None)
-        put(path.stem, "memorized_canaries", len(data.get("memorized_canaries") or []) if "memorized_canaries" in data else None)
-        put(path.stem, "membership_auc", measures.membership_auc(data)[0])  # best non-degenerate metric
-        put(path.stem, "empirical_epsilon", (data.get("empirical_epsilon") or {}).get("epsilon_lower_bound"))
-    return out
+    produced = {o for stage in selected for o in stage.outs}
+    inputs = load_inputs(Path(ws) / "reports", list(variants), parts=VARIANT_JSON)
+    for part, pattern in VARIANT_JSON.items():
+        found = getattr(inputs, part)
+        for variant in list(found):
+            if f"reports/{pattern.format(v=variant)}" not in produced:
+                del found[variant]
+    results = {v: flat_headline(variant_summary(inputs, v)) for v in variants}
+    return {v: r for v, r in results.items() if r}
 
 
 METRIC_ORDER = (
-    "test_perplexity", "test_loss", "epsilon", "exposure_top_mean", "exposure_top_insertions", "exposure_max",
-    "extracted_canaries", "memorized_samples", "memorized_pii", "memorized_canaries", "membership_auc",
-    "empirical_epsilon", "steps", "train_seconds",
-)  # fmt: skip
+    "test_perplexity", "test_loss", "epsilon", "delta", "extracted_canaries", "unique_memorized", "memorized_pii",
+    "memorized_canaries", "best_mia_auc", "best_mia_metric", "empirical_epsilon",
+)  # fmt: skip; then max_exposure_bits.* by insertion count, then the rest
 
 
 def comparison_rows(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (point, variant): the grid values, then the metrics; failed points keep one row."""
     rows: list[dict[str, Any]] = []
     for point in points:
-        base = {"point": point["point"], **{k: point["params"][k] for k in point["params"]}}
+        base = {"point": point["point"], "label": point.get("label") or point_label(point["params"]),
+                **{k: point["params"][k] for k in point["params"]}}
         results = point.get("results") or {}
         if not results:
             rows.append({**base, "variant": "", "status": point.get("status", "failed")})
             continue
         for variant, metrics in results.items():
             ordered = {k: metrics[k] for k in METRIC_ORDER if k in metrics}
+            ordered.update({k: metrics[k] for k in sorted((k for k in metrics if k.startswith(EXPOSURE_KEY)), key=_by_count)})
             ordered.update({k: v for k, v in metrics.items() if k not in ordered})
             rows.append({**base, "variant": variant, "status": point.get("status", "ok"), **ordered})
     return rows
@@ -793,20 +783,45 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], title: str = "Sweep c
     return "\n".join(lines) + "\n"
 
 
-#: y axis of the privacy-utility plot: the first of these any row has (higher = more leakage).
-PRIVACY_AXES = (
-    ("exposure_top_mean", "mean exposure of the most-inserted canaries (bits)"),
-    ("membership_auc", "membership-inference AUC (max over metrics)"),
-    ("empirical_epsilon", "empirical epsilon (lower bound)"),
-    ("epsilon", "accountant epsilon"),
-)
+EXPOSURE_KEY = "max_exposure_bits."
+
+
+def _by_count(key: str) -> int:
+    """Sort key of ``max_exposure_bits.xN`` by N (``held_out`` first)."""
+    suffix = key.rpartition(".")[2]
+    return int(suffix[1:]) if suffix[1:].isdigit() else -1
+
+
+def _top_exposure_key(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    keys = {k for r in rows for k in r if k.startswith(EXPOSURE_KEY) and _by_count(k) > 0}
+    return max(keys, key=_by_count) if keys else None
+
+
+def privacy_axes(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """y axes of the privacy-utility plot, in order of preference (higher = more leakage)."""
+    top = _top_exposure_key(rows)
+    axes = [(top, f"highest exposure of canaries inserted {top.rpartition('.')[2][1:]} times (bits)")] if top else []
+    return axes + [
+        ("best_mia_auc", "membership-inference AUC (highest informative metric)"),
+        ("empirical_epsilon", "empirical epsilon (lower bound)"),
+        ("epsilon", "accountant epsilon"),
+    ]
+
+
+def _spread_labels(ys: list[float], gap: float) -> list[float]:
+    """Label positions near ``ys`` at least ``gap`` apart (greedy, in order of y), so labels do not overlap."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed = list(ys)
+    for previous, current in zip(order, order[1:]):
+        placed[current] = max(ys[current], placed[previous] + gap)
+    return placed
 
 
 def privacy_utility_svg(rows: Sequence[Mapping[str, Any]], title: str = "privacy vs utility") -> str:
     """A scatter plot as standalone SVG: test perplexity (x, lower = better utility) against leakage (y)."""
     width, height, left, right, top, bottom = 640, 420, 70, 170, 40, 55
     y_key, y_label = next(
-        ((k, label) for k, label in PRIVACY_AXES if any(_num(r.get(k)) is not None for r in rows)), (None, "")
+        ((k, label) for k, label in privacy_axes(rows) if any(_num(r.get(k)) is not None for r in rows)), (None, "")
     )
     points = [r for r in rows if y_key and _num(r.get("test_perplexity")) is not None and _num(r.get(y_key)) is not None]
     parts = [
@@ -847,11 +862,13 @@ def privacy_utility_svg(rows: Sequence[Mapping[str, Any]], title: str = "privacy
     )
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
     variants = sorted({str(r.get("variant", "")) for r in points})
-    for row, x, y in zip(points, xs, ys):
+    label_ys = _spread_labels([py(y) - 6 for y in ys], gap=11)
+    for row, x, y, label_y in zip(points, xs, ys, label_ys):
         color = palette[variants.index(str(row.get("variant", ""))) % len(palette)]
-        label = html.escape(f"{row['point']} {row.get('variant', '')}")
-        parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="{color}"><title>{label}: {x:.4g}, {y:.4g}</title></circle>')
-        parts.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) - 6:.1f}" font-size="10">{html.escape(str(row["point"]))}</text>')
+        label = str(row.get("label") or row["point"])
+        tip = html.escape(f"{label} ({row.get('variant', '')})")
+        parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="{color}"><title>{tip}: {x:.4g}, {y:.4g}</title></circle>')
+        parts.append(f'<text x="{px(x) + 7:.1f}" y="{label_y:.1f}" font-size="10">{html.escape(label)}</text>')
     for i, variant in enumerate(variants):
         y = top + 10 + i * 18
         parts.append(f'<circle cx="{width - right + 20}" cy="{y}" r="5" fill="{palette[i % len(palette)]}"/>')

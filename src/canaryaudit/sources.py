@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import random
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,7 @@ from canaryaudit.io import iter_jsonl, read_text_strict
 from canaryaudit.pii.spans import PiiSpan
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
+log = logging.getLogger("canaryaudit.sources")
 SPLITS = ("train", "valid", "test")
 
 
@@ -42,6 +44,8 @@ class Corpus:
     #: Ground-truth PII spans per doc_id, when the source knows them (builtin only).
     truth: dict[str, tuple[PiiSpan, ...]] | None
     description: str
+    #: Files of a folder source that were not read (not .txt, .jsonl or .csv), relative to the folder.
+    skipped_files: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- builtin
@@ -68,10 +72,18 @@ def load_builtin(params: DataParams) -> Corpus:
 # ---------------------------------------------------------------- files
 
 def _txt_documents(path: Path, label: str, unit: str) -> Iterator[Document]:
-    """One document per file, or per block of lines separated by blank lines (id: stem:first line)."""
-    text = read_text_strict(path).replace("\r\n", "\n")
+    """One document per file, per line, or per block of lines separated by blank lines (id: stem:first line).
+
+    Line ends may be LF, CRLF or a lone CR (old Mac files): a CR-only file has as many lines as it shows.
+    """
+    text = read_text_strict(path).replace("\r\n", "\n").replace("\r", "\n")
     if unit == "file":
         yield Document(label, text.strip())
+        return
+    if unit == "line":
+        for number, line in enumerate(text.split("\n"), start=1):
+            if line.strip():
+                yield Document(f"{label}:{number}", line.strip())
         return
     block: list[str] = []
     start = 1
@@ -134,20 +146,27 @@ def _csv_documents(path: Path, label: str, params: DataParams) -> Iterator[Docum
         raise DataError(path, f"malformed CSV in the row starting here: {exc}", row_start) from None
 
 
-def _files_under(root: Path) -> list[Path]:
+def _files_under(root: Path) -> tuple[list[Path], list[Path]]:
+    """(files read, files skipped for their extension) of a file or folder source."""
     if root.is_file():
-        return [root]
+        return [root], []
     if not root.exists():
         raise DataError(root, "data.source path does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in FILE_SUFFIXES)
+    every = sorted(p for p in root.rglob("*") if p.is_file())
+    files = [p for p in every if p.suffix.lower() in FILE_SUFFIXES]
+    skipped = [p for p in every if p.suffix.lower() not in FILE_SUFFIXES]
     if not files:
-        raise DataError(root, f"folder holds no {', '.join(FILE_SUFFIXES)} files")
-    return files
+        raise DataError(root, f"folder holds no {', '.join(FILE_SUFFIXES)} files"
+                              f"{f' (only {len(skipped)} other file(s), e.g. {skipped[0].name})' if skipped else ''}")
+    return files, skipped
 
 
 def load_files(path: Path, params: DataParams) -> Corpus:
     documents: list[Document] = []
-    for file in _files_under(path):
+    files, skipped = _files_under(path)
+    for file in skipped:  # said out loud: a .md or .json corpus file silently left out changes the audit
+        log.warning("data.source: skipped %s: not %s", file, ", ".join(FILE_SUFFIXES))
+    for file in files:
         suffix = file.suffix.lower()
         # ids from the path relative to the source folder, so a/part.jsonl and b/part.jsonl differ
         label = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
@@ -163,7 +182,7 @@ def load_files(path: Path, params: DataParams) -> Corpus:
         if not any(d.text.strip() for d in found):
             raise DataError(file, "holds no non-empty document")
         documents.extend(found)
-    return Corpus(documents, None, f"files under {path}")
+    return Corpus(documents, None, f"files under {path}", tuple(p.relative_to(path).as_posix() for p in skipped))
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -270,6 +289,15 @@ def resolve_source_path(params: DataParams, base_dir: Path) -> Path:
 # ---------------------------------------------------------------- entry point
 
 
+def _txt_unit_hint(params: DataParams) -> str:
+    """What to try when a .txt source split into too few documents."""
+    if not params.source.startswith("file:") or params.file.txt_unit == "line":
+        return ""
+    unit = "blank-line-separated block" if params.file.txt_unit == "block" else "file"
+    return (f" (.txt files are read as one document per {unit}, data.file.txt_unit: {params.file.txt_unit}; "
+            "for one document per line set data.file.txt_unit: line)")
+
+
 def load_corpus(params: DataParams, base_dir: Path) -> Corpus:
     """Load ``data.source``, drop short documents, cap at ``data.max_documents``."""
     kind, _, rest = params.source.partition(":")
@@ -294,10 +322,11 @@ def load_corpus(params: DataParams, base_dir: Path) -> Corpus:
             raise DataError(params.source, f"two documents share one id (the {len(seen) + 1}th loaded repeats an earlier one); ids must be unique")
         seen.add(d.doc_id)
     if len(docs) < 3:
-        raise DataError(params.source, f"only {len(docs)} usable document(s); need at least 3 to split")
+        raise DataError(params.source, f"only {len(docs)} usable document(s); need at least 3 to split"
+                        + _txt_unit_hint(params))
     check_word_fraction(docs, params)
     truth = {d.doc_id: corpus.truth[d.doc_id] for d in docs} if corpus.truth is not None else None
-    return Corpus(docs, truth, corpus.description)
+    return Corpus(docs, truth, corpus.description, corpus.skipped_files)
 
 
 def split_documents(documents: list[Document], valid_fraction: float, test_fraction: float, seed: int) -> dict[str, list[Document]]:

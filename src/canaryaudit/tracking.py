@@ -8,6 +8,12 @@ flow), from ``.canaryaudit/parent_run`` (left by an earlier stage of a plain
 
 Only settings and aggregate numbers are logged, never text from the data.
 
+Params are section-prefixed dotted keys (``train.dp.noise_multiplier``) with JSON values (``true``,
+``null``, ``[1, 4]``: what the params file says, not Python's repr). Metric names follow one scheme,
+documented in :mod:`canaryaudit.report.summary` (``variant.VARIANT.KEY`` for headline numbers).
+A run that logged nothing (a ``canaryaudit audit`` whose ``dvc repro`` had nothing to do) is deleted
+when it closes (:meth:`Tracker.close_pipeline_run`), so no-op audits leave no empty runs.
+
 A run is tagged with the process that owns it (``canaryaudit.pid``, ``canaryaudit.host`` and the
 process start time): every variant run, and a parent run opened by ``canaryaudit audit`` or the
 Prefect flow. When a new run starts, runs still RUNNING whose owner process on this host has ended
@@ -18,6 +24,7 @@ report stage closes it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -33,6 +40,7 @@ PARENT_ENV = "CANARYAUDIT_PARENT_RUN_ID"
 EXPERIMENT_ENV = "CANARYAUDIT_EXPERIMENT"
 DISABLE_ENV = "CANARYAUDIT_TRACKING"  # "0" turns tracking off (e.g. for a dry run)
 DEFAULT_EXPERIMENT = "canaryaudit"
+ARTIFACTS = "mlartifacts"  # the experiment's artifact folder in the workspace (MLflow stores it absolute)
 _STATE_FILE = Path(".canaryaudit") / "parent_run"
 PID_TAG, HOST_TAG, START_TAG = "canaryaudit.pid", "canaryaudit.host", "canaryaudit.process_start"
 
@@ -122,7 +130,7 @@ class Tracker:
         self.experiment_id = (
             experiment.experiment_id
             if experiment
-            else self.client.create_experiment(name, artifact_location=(self.root / "mlartifacts").as_uri())
+            else self.client.create_experiment(name, artifact_location=(self.root / ARTIFACTS).as_uri())
         )
 
     # -------------------------------------------------------------- parent run
@@ -196,6 +204,24 @@ class Tracker:
             if run_id and self._running(run_id):
                 return run_id
         return self.start_pipeline_run()
+
+    def logged_nothing(self, run_id: str) -> bool:
+        """No params, no metrics, no stage and no nested run: the pipeline had nothing to do."""
+        run = self.client.get_run(run_id)
+        if run.data.params or run.data.metrics or any(t.startswith("canaryaudit.stage.") for t in run.data.tags):
+            return False
+        children = self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'",
+                                           max_results=1)
+        return not children
+
+    def close_pipeline_run(self, run_id: str, status: str = "FINISHED") -> bool:
+        """Finish the parent run, or delete it when a successful run logged nothing; False if deleted."""
+        if status == "FINISHED" and self.logged_nothing(run_id):
+            self.finish_pipeline_run(run_id, status)
+            self.client.delete_run(run_id)  # hidden from searches, `compare` and the UI's default view
+            return False
+        self.finish_pipeline_run(run_id, status)
+        return True
 
     def finish_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -273,7 +299,8 @@ class Tracker:
 
 
 def _param_value(value: Any) -> str:
-    text = str(list(value) if isinstance(value, tuple) else value)
+    """A param as the params file writes it: strings as is, anything else as JSON (true, null, [1, 4])."""
+    text = value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
@@ -282,3 +309,37 @@ def log_stage(stage: str, params: Mapping[str, Any], metrics: Mapping[str, float
     if not tracking_enabled():
         return None
     return Tracker().log_stage(stage, params, metrics)
+
+
+def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """Tags of a run's provenance (see :mod:`canaryaudit.report.provenance`): code, settings, data, models."""
+    tags: dict[str, str] = {}
+    git = provenance.get("git") or {}
+    if git.get("commit"):
+        tags["canaryaudit.git_commit"] = str(git["commit"])
+        tags["mlflow.source.git.commit"] = str(git["commit"])  # MLflow's own tag: the UI links it
+    if git.get("dirty") is not None:
+        tags["canaryaudit.git_dirty"] = json.dumps(bool(git["dirty"]))
+    if provenance.get("params_sha256"):
+        tags["canaryaudit.params_sha256"] = str(provenance["params_sha256"])
+    for name, digest in (provenance.get("model_sha256") or {}).items():
+        tags[f"canaryaudit.model_sha256.{name}"] = str(digest)
+    for rel, digest in (provenance.get("data_sha256") or {}).items():
+        tags[f"canaryaudit.data_sha256.{rel}"] = str(digest)
+    return tags
+
+
+def log_provenance(tracker: Tracker, run_id: str, provenance: Mapping[str, Any]) -> None:
+    """Provenance tags, and each data file as an MLflow dataset input (name, sha256 digest, path)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, RunTag
+
+    tags = [RunTag(k, v) for k, v in provenance_tags(provenance).items()]
+    for i in range(0, len(tags), 100):
+        tracker.client.log_batch(run_id, tags=tags[i : i + 100])
+    inputs = [
+        DatasetInput(Dataset(name=rel, digest=str(digest)[:36], source_type="local", source=f"data/{rel}"),
+                     tags=[InputTag("mlflow.data.context", rel.partition("/")[0]), InputTag("sha256", str(digest))])
+        for rel, digest in (provenance.get("data_sha256") or {}).items()
+    ]
+    if inputs:
+        tracker.client.log_inputs(run_id, datasets=inputs)
