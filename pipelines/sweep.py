@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="sweep name (default: sweep-DATE-TIME)")
     parser.add_argument("--out", default=None, help="output folder (default: reports/sweeps/NAME)")
     parser.add_argument("--work-dir", default=None, help="where the point workspaces go (default: .canaryaudit/sweeps/NAME)")
-    parser.add_argument("--parallel", type=int, default=1, help="points run at once on this machine (default 1)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="points run at once on this machine (default 1); with --task-runner dask and no "
+                             "--address: the local cluster's worker processes")
+    parser.add_argument("--task-runner", default="thread", choices=["thread", "dask"],
+                        help="thread (this process) or dask (prefect-dask: a local cluster, or --address)")
+    parser.add_argument("--address", default=None, help="a running Dask scheduler, e.g. tcp://scheduler:8786")
     parser.add_argument("--retries", type=int, default=1, help="retries of a point after a transient failure")
     parser.add_argument("--no-shared-cache", action="store_true", help="do not share the workspace's DVC cache")
     return parser
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from canaryaudit import orchestration as orc
     from canaryaudit.errors import CanaryAuditError
-    from canaryaudit.flows import SweepFailed, sweep
+    from canaryaudit.flows import SweepFailed, sweep, sweep_task_runner
 
     try:
         grid = orc.load_grid_file(Path(args.grid_file)) if args.grid_file else {}
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             grid[key] = values
         if not grid:
             raise CanaryAuditError("give the grid: --grid KEY=V1,V2 (repeatable) or --grid-file FILE")
-        result = sweep(
+        if args.parallel < 1:
+            raise CanaryAuditError(f"--parallel: {args.parallel}; give 1 or more")
+        runner = sweep_task_runner(args.task_runner, args.address, args.parallel)
+        result = sweep.with_options(task_runner=runner)(
             grid=grid,
             workspace=str(Path(args.workspace).resolve()) if args.workspace else None,
             params_file=str(Path(args.params).resolve()) if args.params else None,
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             output_dir=str(Path(args.out).resolve()) if args.out else None,
             work_dir=str(Path(args.work_dir).resolve()) if args.work_dir else None,
-            max_parallel=args.parallel,
+            max_parallel=0 if args.task_runner == "dask" else args.parallel,  # Dask schedules every point itself
             retries=args.retries,
             share_cache=not args.no_shared_cache,
         )

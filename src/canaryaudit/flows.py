@@ -29,6 +29,7 @@ from canaryaudit import orchestration as orc
 from canaryaudit import tracking
 from canaryaudit.env import find_workspace_root
 from canaryaudit.errors import CanaryAuditError
+from canaryaudit.registry import Registry
 from canaryaudit.report.summary import complete_parent_run, variant_metrics
 
 GATE_ARTIFACT_KEY = "canaryaudit-gate-failed"
@@ -257,6 +258,53 @@ def _report_gate(root: Path, verdict: orc.GateVerdict, mlflow_run: str | None, t
 
 # ===================================================================== sweep
 
+#: Where a sweep's points run, keyed by ``--task-runner``: a builder of a Prefect task runner from
+#: (address, workers). Every point is one task, so the runner decides which machine runs it.
+SWEEP_RUNNERS: Registry[Any] = Registry("sweep task runner")
+
+
+@SWEEP_RUNNERS.register("thread")
+def _thread_runner(address: str | None, workers: int) -> Any:
+    """Threads of this process (each point runs its own ``dvc repro`` subprocess)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    if address:
+        raise CanaryAuditError("--address names a Dask scheduler: use it with --task-runner dask")
+    return ThreadPoolTaskRunner(max_workers=max(1, workers))
+
+
+@SWEEP_RUNNERS.register("dask")
+def _dask_runner(address: str | None, workers: int) -> Any:
+    """Prefect's Dask task runner (prefect-dask): the scheduler at ``address`` (``tcp://host:8786``), or a
+    local cluster of ``workers`` single-threaded worker processes listening on 127.0.0.1 only."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise CanaryAuditError("--task-runner dask needs prefect-dask: pip install 'canaryaudit[dask]'") from None
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs={"n_workers": max(1, workers), "threads_per_worker": 1, "processes": True,
+                                          "host": "127.0.0.1", "dashboard_address": None})
+
+
+def sweep_task_runner(kind: str = "thread", address: str | None = None, workers: int = 1) -> Any:
+    """The task runner for ``sweep.with_options(task_runner=...)``; an unknown kind lists the known ones."""
+    return SWEEP_RUNNERS.get(kind)(address, workers)
+
+
+def worker_identity() -> str:
+    """Which worker ran a point: the Dask worker's address, else host:pid of this process."""
+    import os
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):  # not inside a Dask worker
+        return f"{socket.gethostname()}:{os.getpid()}"
+
 
 @task(name="sweep-plan", retries=0, cache_policy=NO_CACHE)
 def plan_sweep(workspace: str, params_file: str | None, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -303,7 +351,7 @@ def run_point(
         run = orc.run_dvc(ws, ["repro", *(s.name for s in selected)], point_id, env, log=logger.info)
     results = orc.point_results(ws, selected, audited)  # only what this point's stages produced
     logger.info("%s done in %.1f s: %s", point_id, run.seconds, json.dumps(results))
-    return {"results": results, "seconds": round(run.seconds, 2), "workspace": str(ws)}
+    return {"results": results, "seconds": round(run.seconds, 2), "workspace": str(ws), "worker": worker_identity()}
 
 
 @flow(name="sweep", description="canaryaudit: the pipeline over a params grid, compared in a table and a plot")
@@ -325,8 +373,9 @@ def sweep(
 
     Each point runs in its own copy of the workspace (under ``work_dir``, default
     ``.canaryaudit/sweeps/NAME``), so points never share a ``dvc repro`` and can
-    run in parallel (``max_parallel`` here; on a cluster, a Dask or Ray task
-    runner). One MLflow run per point (nested under a sweep run) gets the point's
+    run in parallel: ``max_parallel`` points are in flight at once (0: all of them,
+    for a task runner that schedules them itself, such as Dask's; see
+    :func:`sweep_task_runner`). One MLflow run per point (nested under a sweep run) gets the point's
     values as ``grid.*`` params and its headline metrics; every stage of the point
     logs into it as in a normal audit. Writes ``comparison.csv``,
     ``comparison.md``, ``privacy_utility.svg`` and ``sweep.json`` to
@@ -379,7 +428,7 @@ def sweep(
                                run_id, share_cache)
         futures[future] = p
 
-    for _ in range(max(1, max_parallel)):
+    for _ in range(max_parallel if max_parallel > 0 else len(planned)):
         if queue:
             submit(queue.pop(0))
     while futures:

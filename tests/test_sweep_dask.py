@@ -1,0 +1,65 @@
+"""Sweeps on Dask (prefect-dask): a 2-point sweep on a distributed.LocalCluster bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import copy
+import csv
+
+import pytest
+
+from canaryaudit.errors import CanaryAuditError, RegistryError
+from tests.conftest import TINY_PARAMS
+from tests.test_flows import harness, repo_workspace  # noqa: F401 - harness is a fixture
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(ws, name: str) -> list[dict[str, str]]:
+    return list(csv.DictReader((ws / "reports" / "sweeps" / name / "comparison.csv").open()))
+
+
+def test_two_points_run_on_dask_workers_and_match_the_threaded_sweep(tmp_path, harness, monkeypatch):  # noqa: F811
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    from canaryaudit.flows import sweep, sweep_task_runner
+
+    # The workers are other processes: they report task states to the test's Prefect server
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    params = copy.deepcopy(TINY_PARAMS)
+    params["train"]["max_steps"] = 3
+    params["pretrain"]["source"] = "none"
+    ws = repo_workspace(tmp_path / "repo", params)
+    grid = {"train.seed": [0, 1]}
+    common = {"grid": grid, "workspace": str(ws), "targets": ["train@nonprivate"], "variants": ["nonprivate"]}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        workers = set(cluster.scheduler_info["workers"])
+        assert all(address.startswith("tcp://127.0.0.1:") for address in workers)
+        runner = sweep_task_runner("dask", cluster.scheduler_address)
+        on_dask = sweep.with_options(task_runner=runner)(name="dask", max_parallel=0, **common)
+    ran_on = [p["worker"] for p in on_dask["points"]]
+    assert set(ran_on) <= workers, (ran_on, workers)  # each point ran on a worker of the cluster
+
+    # The same sweep in this process's threads, without the shared DVC cache: computed again, not restored
+    threaded = sweep(name="threads", share_cache=False, **common)
+    assert all(not p["worker"].startswith("tcp://") for p in threaded["points"])
+    dask_rows, thread_rows = _rows(ws, "dask"), _rows(ws, "threads")
+    assert [r["train.seed"] for r in dask_rows] == ["0", "1"]
+    for a, b in zip(dask_rows, thread_rows):
+        assert float(a["test_perplexity"]) == float(b["test_perplexity"]) > 1  # deterministic CPU training
+    assert dask_rows[0]["test_perplexity"] != dask_rows[1]["test_perplexity"]  # the seeds differ
+
+
+def test_sweep_task_runner_names_and_errors():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from canaryaudit.flows import sweep_task_runner
+
+    assert isinstance(sweep_task_runner("thread", None, 3), ThreadPoolTaskRunner)
+    assert isinstance(sweep_task_runner("dask", "tcp://127.0.0.1:8786"), DaskTaskRunner)
+    with pytest.raises(RegistryError, match="unknown sweep task runner 'ray'; known: thread, dask"):
+        sweep_task_runner("ray")
+    with pytest.raises(CanaryAuditError, match="--address names a Dask scheduler"):
+        sweep_task_runner("thread", "tcp://127.0.0.1:8786")
