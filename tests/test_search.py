@@ -1,13 +1,14 @@
 """Exact rank and shortest-path extraction against brute-force enumeration, on real small models."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from torch import nn
 
 from canaryaudit.canaries import parse_format
-from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits
+from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree, shard_devices
 from canaryaudit.search import NextTokenScorer, canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
@@ -215,3 +216,56 @@ def test_shortest_path_budget():
     space = canary_space(FORMAT, tokenizer)
     result = shortest_path(NextTokenScorer(uniform, space.prefix_ids), space, 4, max_expansions=20)
     assert not result.within_budget and result.nodes_expanded <= 20
+
+
+# ---------------------------------------------------------------- sharded scoring (replicas of the model)
+
+
+def _scorers(model, space, batch_size=37):
+    """One replica and three, with a batch size that leaves a ragged last batch."""
+    return (NextTokenScorer(model, space.prefix_ids, batch_size, max_suffix=space.max_tokens),
+            NextTokenScorer(model, space.prefix_ids, batch_size, max_suffix=space.max_tokens, shards=3))
+
+
+def test_every_scoring_call_is_identical_with_three_replicas(trained):
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    one, three = _scorers(model, space)
+    assert len(three.replicas) == 3 and three.replicas[1].model is not model  # real copies
+    rng = np.random.default_rng(0)
+    ids = np.array(space.prefix_ids[-3:])
+    suffixes = rng.choice(ids, size=(200, 3))
+    assert np.array_equal(one.log2_next(suffixes), three.log2_next(suffixes))
+    columns = np.array([0, 2, 5])
+    assert np.array_equal(one.log2_next(suffixes, columns), three.log2_next(suffixes, columns))
+    ragged = [list(s[: i % 4]) for i, s in enumerate(suffixes)]
+    assert all(np.array_equal(a, b) for a, b in zip(one.log2_next_ragged(ragged), three.log2_next_ragged(ragged)))
+    rows = np.array([candidate_tokens(space, FORMAT, f, tokenizer) for f in
+                     (FORMAT.fill_from_index(i) for i in range(0, FORMAT.space_size, 7))])
+    assert np.array_equal(one.sequence_px(rows), three.sequence_px(rows))
+    assert np.array_equal(score_tree(one, rows), score_tree(three, rows))
+    assert (one.calls, one.rows) == (three.calls, three.rows)  # the same batches were scored
+
+
+def test_exact_rank_and_extraction_are_identical_with_replicas(trained):
+    model, tokenizer = trained
+    space = canary_space(FORMAT, tokenizer)
+    one, three = _scorers(model, space, batch_size=64)
+    canary = np.array(candidate_tokens(space, FORMAT, MEMORIZED[0], tokenizer))
+    rank_one, rank_three = (exact_rank(s, space, canary, max_rows=200_000) for s in (one, three))
+    assert rank_one.rank is not None
+    assert replace(rank_one, seconds=0.0) == replace(rank_three, seconds=0.0)  # rank, Px, rows, calls, rescoring
+    a = shortest_path(one, space, pop_batch=32, max_expansions=3000, top_k=3)
+    b = shortest_path(three, space, pop_batch=32, max_expansions=3000, top_k=3)
+    assert len(a.candidates) == 3 and replace(a, seconds=0.0) == replace(b, seconds=0.0)
+
+
+def test_shard_devices():
+    import torch
+
+    assert shard_devices("cpu", 2) == [torch.device("cpu")] * 2
+    with pytest.raises(ValueError, match="at least 1"):
+        shard_devices("cpu", 0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="2 shards but 0 CUDA devices"):
+            shard_devices("cuda", 2)

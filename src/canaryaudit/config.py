@@ -614,6 +614,9 @@ class ExposureParams(Section):
     references: int = Field(10_000, ge=10, le=10_000_000)  # fresh candidates per format, disjoint from every canary
     batch_size: int = Field(1024, ge=1, le=1_000_000)  # sequences per forward pass
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Model replicas that score the batches of each call concurrently: on CUDA one per GPU (cuda:0..N-1),
+    # on the CPU N replicas in threads sharing the cores. Results are identical to 1 (same batches).
+    shards: int = Field(1, ge=1, le=64)
     exact_rank: ExactRankParams = ExactRankParams()
     extraction: ExtractionParams = ExtractionParams()
 

@@ -170,7 +170,7 @@ def audit_format(
         unsupported = str(exc)
         log.warning("%s: exact rank and extraction skipped, estimators only: %s", fmt.name, exc)
     longest = space.max_tokens if space else max(len(tokenizer.encode(t)) for t in texts) - len(context.text_ids)
-    scorer = NextTokenScorer(model, context.ids, params.batch_size, device, max_suffix=longest)
+    scorer = NextTokenScorer(model, context.ids, params.batch_size, device, max_suffix=longest, shards=params.shards)
     scores = score_format(scorer, context, tokenizer, fmt, canaries, references)
     log.info("%s: %d canaries, %d references scored", fmt.name, len(canaries), len(references))
     if space is not None:

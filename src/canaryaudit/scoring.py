@@ -59,16 +59,72 @@ def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
+class _Replica:
+    """One copy of the model on one device with the prefix computed once: a KV cache for transformers
+    models, the recurrent state for the LSTM; other models recompute the prefix."""
+
+    def __init__(self, model: nn.Module, prefix_ids: Sequence[int], device: torch.device, reuse_prefix: bool) -> None:
+        self.model = model.eval()
+        self.device = device
+        self.prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
+        self.kind = "full"
+        with torch.no_grad():
+            if reuse_prefix and isinstance(model, CausalLM):
+                out = model.model(input_ids=self.prefix, use_cache=True)
+                self.cache = out.past_key_values
+                self.root = out.logits[0, -1].float()
+                self.kind = "kv"
+            elif reuse_prefix and isinstance(model, CharLSTM):
+                hidden, self.state = model.lstm(model.embed(self.prefix))
+                self.root = model.head(hidden)[0, -1].float()
+                self.kind = "state"
+            else:
+                self.root = model(self.prefix)[0, -1].float()
+
+    def all_logits(self, suffix: torch.Tensor) -> torch.Tensor:
+        """Logits at every suffix position [n, d, V], the prefix computed once."""
+        n, d = suffix.shape
+        if self.kind == "kv":
+            cache = copy.deepcopy(self.cache)
+            cache.batch_repeat_interleave(n)
+            start = self.prefix.shape[1]
+            positions = torch.arange(start, start + d, device=self.device).unsqueeze(0).expand(n, d)
+            return self.model.model(input_ids=suffix, past_key_values=cache, position_ids=positions,
+                                    use_cache=True).logits
+        if self.kind == "state":
+            h, c = self.state
+            state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
+            hidden, _ = self.model.lstm(self.model.embed(suffix), state)
+            return self.model.head(hidden)
+        full = torch.cat([self.prefix.expand(n, -1), suffix], dim=1)
+        return self.model(full)[:, self.prefix.shape[1] :]
+
+
+def shard_devices(device: str | torch.device, shards: int) -> list[torch.device]:
+    """The devices of ``shards`` model replicas: cuda:0..shards-1 for CUDA, else ``shards`` times the CPU."""
+    device = torch.device(device)
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    if device.type == "cuda" and shards > 1:
+        if shards > torch.cuda.device_count():
+            raise ValueError(f"{shards} shards but {torch.cuda.device_count()} CUDA devices")
+        return [torch.device("cuda", i) for i in range(shards)]
+    return [device] * shards
+
+
 class NextTokenScorer:
     """log2 Pr(next token | prefix + suffix) for batches of suffixes that share one prefix.
 
-    The prefix is computed once: a KV cache for transformers models, the
-    recurrent state for the LSTM; other models recompute it. Counts forward
+    The prefix is computed once per replica (:class:`_Replica`). With ``shards`` > 1 the model is
+    replicated on ``shard_devices`` and the batches of one call are split over the replicas, each
+    in its own thread (batch b to replica b mod shards): the batches are the ones a single device
+    would score, so on identical devices the results are identical, bit for bit. Counts forward
     calls and rows (sequences) for the budgets and benchmarks.
     """
 
     def __init__(self, model: nn.Module, prefix_ids: Sequence[int], batch_size: int = 1024,
-                 device: str | torch.device = "cpu", reuse_prefix: bool = True, max_suffix: int = 0) -> None:
+                 device: str | torch.device = "cpu", reuse_prefix: bool = True, max_suffix: int = 0,
+                 shards: int = 1) -> None:
         if not prefix_ids:
             raise ValueError("the prefix must have at least one token")
         limit = max_positions(model)
@@ -78,28 +134,18 @@ class NextTokenScorer:
             if keep < 1:
                 raise ValueError(f"a {max_suffix}-token candidate does not fit the model's {limit}-token context")
             prefix_ids = list(prefix_ids)[-keep:]
-        self.model = model.eval()
-        self.device = torch.device(device)
+        devices = shard_devices(device, shards)
+        self.replicas = [_Replica(model if i == 0 else copy.deepcopy(model).to(d), prefix_ids, d, reuse_prefix)
+                         for i, d in enumerate(devices)]
+        self.model = self.replicas[0].model
+        self.device = devices[0]
         self.batch_size = batch_size
-        self.prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=self.device)
+        self.prefix = self.replicas[0].prefix
         self.calls = 0
         self.rows = 0
         self.exact_rows = 0  # rows rescored in float64 by exact_px
         self._model64: nn.Module | None = None
-        self._kind = "full"
-        with torch.no_grad():
-            if reuse_prefix and isinstance(model, CausalLM):
-                out = model.model(input_ids=self.prefix, use_cache=True)
-                self._cache = out.past_key_values
-                self._root = out.logits[0, -1].float()
-                self._kind = "kv"
-            elif reuse_prefix and isinstance(model, CharLSTM):
-                hidden, self._state = model.lstm(model.embed(self.prefix))
-                self._root = model.head(hidden)[0, -1].float()
-                self._kind = "state"
-            else:
-                self._root = model(self.prefix)[0, -1].float()
-        self._root_log2 = (torch.log_softmax(self._root, -1) / LN2).cpu().numpy().astype(np.float64)
+        self._root_log2 = (torch.log_softmax(self.replicas[0].root, -1) / LN2).cpu().numpy().astype(np.float64)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -116,6 +162,37 @@ class NextTokenScorer:
         return by_length(candidates, lambda rows: exact_px_bits(self._model64, prefix, rows, self.batch_size,
                                                                 self.device))
 
+    def _batches(self, n: int, score_batch) -> list:
+        """``score_batch(replica, start, stop)`` for every batch of ``n`` rows, results in batch order.
+
+        ``score_batch`` returns (result, whether the model ran); model calls and rows are counted.
+        One replica scores its batches in order; several replicas run in threads (a GPU's kernels
+        release the GIL), batch b on replica b mod shards.
+        """
+        starts = list(range(0, n, self.batch_size))
+        results: list = [None] * len(starts)
+
+        def run(r: int) -> None:
+            replica = self.replicas[r]
+            with torch.no_grad():  # per thread: the caller's no_grad does not reach this one
+                for b in range(r, len(starts), len(self.replicas)):
+                    results[b] = score_batch(replica, starts[b], min(starts[b] + self.batch_size, n))
+
+        if len(self.replicas) == 1 or len(starts) <= 1:
+            for b, start in enumerate(starts):
+                results[b] = score_batch(self.replicas[0], start, min(start + self.batch_size, n))
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
+                for future in [pool.submit(run, r) for r in range(len(self.replicas))]:
+                    future.result()
+        for b, (_, called) in enumerate(results):
+            if called:
+                self.calls += 1
+                self.rows += min(starts[b] + self.batch_size, n) - starts[b]
+        return [result for result, _ in results]
+
     @torch.no_grad()
     def log2_next(self, suffixes: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """[N, V] log2 next-token probabilities after prefix + each suffix row ([N, d] ints, d >= 0).
@@ -124,19 +201,20 @@ class NextTokenScorer:
         (a 50k-token vocabulary would otherwise move 400 KB per row); the values are the same.
         """
         n, d = suffixes.shape
-        width = self._root_log2.shape[0] if columns is None else len(columns)
         if d == 0:
             root = self._root_log2 if columns is None else self._root_log2[columns]
             return np.repeat(root[None, :], n, axis=0)
-        index = None if columns is None else torch.as_tensor(columns, dtype=torch.long, device=self.device)
-        out = np.empty((n, width), dtype=np.float64)
-        for start in range(0, n, self.batch_size):
-            chunk = torch.as_tensor(suffixes[start : start + self.batch_size], dtype=torch.long, device=self.device)
-            log2p = torch.log_softmax(self._last_logits(chunk).float(), -1) / LN2
-            out[start : start + len(chunk)] = (log2p if index is None else log2p[:, index]).cpu().numpy()
-            self.calls += 1
-            self.rows += len(chunk)
-        return out
+
+        def score(replica: _Replica, start: int, stop: int) -> np.ndarray:
+            chunk = torch.as_tensor(suffixes[start:stop], dtype=torch.long, device=replica.device)
+            log2p = torch.log_softmax(replica.all_logits(chunk)[:, -1].float(), -1) / LN2
+            if columns is not None:
+                log2p = log2p[:, torch.as_tensor(columns, dtype=torch.long, device=replica.device)]
+            return log2p.cpu().numpy(), True
+
+        width = self._root_log2.shape[0] if columns is None else len(columns)
+        parts = self._batches(n, score)
+        return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.empty((0, width))
 
     @torch.no_grad()
     def log2_next_ragged(self, suffixes: Sequence[Sequence[int]],
@@ -147,70 +225,47 @@ class NextTokenScorer:
         logits at a row's last real position, which is the one read. With ``columns``
         (token ids per row) each row keeps only its own columns and a list is returned.
         """
-        out: list[np.ndarray] = []
-        for start in range(0, len(suffixes), self.batch_size):
-            chunk = suffixes[start : start + self.batch_size]
+        def score(replica: _Replica, start: int, stop: int) -> list[np.ndarray]:
+            chunk = suffixes[start:stop]
             lengths = np.array([len(s) for s in chunk])
-            width = int(lengths.max())
-            if width == 0:
-                log2p = torch.as_tensor(self._root_log2, device=self.device).expand(len(chunk), -1)
+            device = replica.device
+            called = int(lengths.max()) > 0
+            if not called:  # every suffix empty: the root's scores, no model call
+                log2p = torch.as_tensor(self._root_log2, device=device).expand(len(chunk), -1)
             else:
-                padded = np.zeros((len(chunk), width), dtype=np.int64)
+                padded = np.zeros((len(chunk), int(lengths.max())), dtype=np.int64)
                 for row, suffix in enumerate(chunk):
                     padded[row, : len(suffix)] = suffix
-                logits = self._all_logits(torch.as_tensor(padded, device=self.device))
-                index = torch.as_tensor(np.maximum(lengths - 1, 0), device=self.device)
-                last = logits[torch.arange(len(chunk), device=self.device), index]
+                logits = replica.all_logits(torch.as_tensor(padded, device=device))
+                index = torch.as_tensor(np.maximum(lengths - 1, 0), device=device)
+                last = logits[torch.arange(len(chunk), device=device), index]
                 log2p = torch.log_softmax(last.float(), -1) / LN2
-                root = torch.as_tensor(self._root_log2, device=self.device, dtype=log2p.dtype)
-                log2p[torch.as_tensor(lengths == 0, device=self.device)] = root
-                self.calls += 1
-                self.rows += len(chunk)
-            for row in range(len(chunk)):
-                if columns is None:
-                    out.append(log2p[row].cpu().numpy().astype(np.float64))
-                else:
-                    cols = torch.as_tensor(columns[start + row], dtype=torch.long, device=self.device)
-                    out.append(log2p[row, cols].cpu().numpy().astype(np.float64))
+                root = torch.as_tensor(self._root_log2, device=device, dtype=log2p.dtype)
+                log2p[torch.as_tensor(lengths == 0, device=device)] = root
+            if columns is None:
+                return [log2p[row].cpu().numpy().astype(np.float64) for row in range(len(chunk))], called
+            return [log2p[row, torch.as_tensor(columns[start + row], dtype=torch.long, device=device)]
+                    .cpu().numpy().astype(np.float64) for row in range(len(chunk))], called
+
+        out = [row for part in self._batches(len(suffixes), score) for row in part]
         return out if columns is not None else np.array(out, dtype=np.float64).reshape(len(suffixes), -1)
 
     @torch.no_grad()
     def sequence_px(self, candidates: np.ndarray) -> np.ndarray:
         """Px (bits) of each full candidate row ([N, D] tokens after the prefix) in one pass per batch."""
         n, depth = candidates.shape
-        px = np.empty(n, dtype=np.float64)
-        for start in range(0, n, self.batch_size):
-            chunk = torch.as_tensor(candidates[start : start + self.batch_size], dtype=torch.long, device=self.device)
+
+        def score(replica: _Replica, start: int, stop: int) -> np.ndarray:
+            chunk = torch.as_tensor(candidates[start:stop], dtype=torch.long, device=replica.device)
             first = -self._root_log2[chunk[:, 0].cpu().numpy()]
-            rest = 0.0
-            if depth > 1:
-                log2p = torch.log_softmax(self._all_logits(chunk[:, :-1]).float(), -1) / LN2
-                rest = -log2p.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(dim=1).cpu().numpy()
-            px[start : start + len(chunk)] = first + rest
-            self.calls += 1
-            self.rows += len(chunk)
-        return px
+            if depth == 1:
+                return first, True
+            log2p = torch.log_softmax(replica.all_logits(chunk[:, :-1]).float(), -1) / LN2
+            rest = -log2p.gather(-1, chunk[:, 1:].unsqueeze(-1)).squeeze(-1).sum(dim=1).cpu().numpy()
+            return first + rest, True
 
-    def _last_logits(self, suffix: torch.Tensor) -> torch.Tensor:
-        return self._all_logits(suffix)[:, -1]
-
-    def _all_logits(self, suffix: torch.Tensor) -> torch.Tensor:
-        """Logits at every suffix position [n, d, V], the prefix computed once."""
-        n, d = suffix.shape
-        if self._kind == "kv":
-            cache = copy.deepcopy(self._cache)
-            cache.batch_repeat_interleave(n)
-            start = self.prefix.shape[1]
-            positions = torch.arange(start, start + d, device=self.device).unsqueeze(0).expand(n, d)
-            return self.model.model(input_ids=suffix, past_key_values=cache, position_ids=positions,
-                                    use_cache=True).logits
-        if self._kind == "state":
-            h, c = self._state
-            state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
-            hidden, _ = self.model.lstm(self.model.embed(suffix), state)
-            return self.model.head(hidden)
-        full = torch.cat([self.prefix.expand(n, -1), suffix], dim=1)
-        return self.model(full)[:, self.prefix.shape[1] :]
+        parts = self._batches(n, score)
+        return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.empty(0)
 
 
 def max_positions(model: nn.Module) -> int | None:
