@@ -184,6 +184,19 @@ def test_cache_and_recompute_give_identical_samples(arch):
         assert cached == plain
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "lstm"])
+def test_samples_are_the_same_on_one_replica_or_three(arch):
+    """Each batch draws from its own seeded generator, so splitting the batches over replicas
+    (batch b on replica b mod 3, in threads) changes nothing: tokens and their log-probabilities."""
+    model = tiny(arch, context=8)
+    for strategy in ("top_n", "temperature_decay", "prefix"):
+        one = generate_samples(model, TOKENIZER, strategy, 11, 9, 2, 5, "cpu", prompt_texts=CORPUS, progress=False)
+        three = generate_samples(model, TOKENIZER, strategy, 11, 9, 2, 5, "cpu", prompt_texts=CORPUS,
+                                 progress=False, shards=3)
+        assert one == three and len(one) == 11  # 6 batches of 2 rows, the last ragged
+        assert len({s.token_ids for s in one}) > 1
+
+
 def test_same_seed_same_samples_other_seed_or_strategy_differs():
     model = tiny("gpt2")
     run = lambda seed, strategy="top_n": [s.token_ids for s in generate_samples(  # noqa: E731

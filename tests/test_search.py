@@ -8,7 +8,8 @@ import pytest
 from torch import nn
 
 from canaryaudit.canaries import parse_format
-from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree, shard_devices
+from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree
+from canaryaudit.sharding import shard_devices
 from canaryaudit.search import NextTokenScorer, canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data

@@ -679,6 +679,9 @@ class EmpiricalEpsilonParams(Section):
 class ExtractParams(Section):
     seed: int = Field(11, ge=0)  # sampling, prompt choice, membership segments, bootstrap
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Model replicas that generate the sample batches concurrently (one per GPU, or CPU threads); each
+    # batch has its own seeded generator, so the samples are the same for any number of shards.
+    shards: int = Field(1, ge=1, le=64)
     # The model that is reference_ratio's reference (dvc.yaml depends on models/<it>): `pretrain`, the
     # public base model (never saw the private text), or a train variant. On that variant itself the
     # ratio is identically 1 and is skipped; so it is when pretrain.source is none.

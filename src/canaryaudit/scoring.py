@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 from torch import nn
 
+from canaryaudit.sharding import round_robin, shard_devices
 from canaryaudit.training.models import CausalLM, CharLSTM
 from canaryaudit.training.tokenizers import Tokenizer
 
@@ -100,18 +101,6 @@ class _Replica:
         return self.model(full)[:, self.prefix.shape[1] :]
 
 
-def shard_devices(device: str | torch.device, shards: int) -> list[torch.device]:
-    """The devices of ``shards`` model replicas: cuda:0..shards-1 for CUDA, else ``shards`` times the CPU."""
-    device = torch.device(device)
-    if shards < 1:
-        raise ValueError(f"shards must be at least 1, got {shards}")
-    if device.type == "cuda" and shards > 1:
-        if shards > torch.cuda.device_count():
-            raise ValueError(f"{shards} shards but {torch.cuda.device_count()} CUDA devices")
-        return [torch.device("cuda", i) for i in range(shards)]
-    return [device] * shards
-
-
 class NextTokenScorer:
     """log2 Pr(next token | prefix + suffix) for batches of suffixes that share one prefix.
 
@@ -163,30 +152,14 @@ class NextTokenScorer:
                                                                 self.device))
 
     def _batches(self, n: int, score_batch) -> list:
-        """``score_batch(replica, start, stop)`` for every batch of ``n`` rows, results in batch order.
+        """``score_batch(replica, start, stop)`` for every batch of ``n`` rows, results in batch order,
+        batch b on replica b mod shards (``sharding.round_robin``).
 
         ``score_batch`` returns (result, whether the model ran); model calls and rows are counted.
-        One replica scores its batches in order; several replicas run in threads (a GPU's kernels
-        release the GIL), batch b on replica b mod shards.
         """
         starts = list(range(0, n, self.batch_size))
-        results: list = [None] * len(starts)
-
-        def run(r: int) -> None:
-            replica = self.replicas[r]
-            with torch.no_grad():  # per thread: the caller's no_grad does not reach this one
-                for b in range(r, len(starts), len(self.replicas)):
-                    results[b] = score_batch(replica, starts[b], min(starts[b] + self.batch_size, n))
-
-        if len(self.replicas) == 1 or len(starts) <= 1:
-            for b, start in enumerate(starts):
-                results[b] = score_batch(self.replicas[0], start, min(start + self.batch_size, n))
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
-                for future in [pool.submit(run, r) for r in range(len(self.replicas))]:
-                    future.result()
+        results = round_robin(len(starts), len(self.replicas), lambda b, r: score_batch(
+            self.replicas[r], starts[b], min(starts[b] + self.batch_size, n)))
         for b, (_, called) in enumerate(results):
             if called:
                 self.calls += 1

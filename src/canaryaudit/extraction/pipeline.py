@@ -123,6 +123,7 @@ def generate_all(audited: AuditedModel, params: ExtractParams, prompts: Sequence
             params.batch_size, params.seed, audited.device, top_n=params.top_n,
             temperature=(params.temperature.start, params.temperature.end, params.temperature.decay_tokens),
             prompt_texts=prompts, prefix_tokens=(params.prefix.min_tokens, params.prefix.max_tokens),
+            shards=params.shards,
         )
         seconds = time.perf_counter() - started
         log.info("generated %d %s samples of %d tokens in %.1f s (%.1f samples/s)", len(batch), strategy,

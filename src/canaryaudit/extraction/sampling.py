@@ -48,8 +48,10 @@ Choices, documented once here:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +62,7 @@ from tqdm import tqdm
 
 from canaryaudit.registry import Registry
 from canaryaudit.scoring import LN2, max_positions
+from canaryaudit.sharding import round_robin, shard_devices
 from canaryaudit.training.models import CausalLM, CharLSTM
 from canaryaudit.training.tokenizers import Tokenizer
 
@@ -334,26 +337,38 @@ def generate_samples(model: nn.Module, tokenizer: Tokenizer, strategy: str, coun
                      batch_size: int, seed: int, device: str | torch.device, *, top_n: int = 40,
                      temperature: tuple[float, float, int] = (10.0, 1.0, 20),
                      prompt_texts: Sequence[str] | None = None, prefix_tokens: tuple[int, int] = (5, 10),
-                     use_cache: bool = True, progress: bool = True) -> list[Sample]:
-    """``count`` samples of ``new_tokens`` generated tokens each with the registered ``strategy``."""
+                     use_cache: bool = True, progress: bool = True, shards: int = 1) -> list[Sample]:
+    """``count`` samples of ``new_tokens`` generated tokens each with the registered ``strategy``.
+
+    Each batch draws from its own generator, seeded from (seed, strategy, batch index), so the
+    samples do not depend on which replica generates a batch: with ``shards`` replicas
+    (``sharding.shard_devices``) the batches are split over them and the samples are those of one.
+    """
     chosen = STRATEGIES.get(strategy)
     if new_tokens < 1 or batch_size < 1 or count < 0:
         raise ValueError(f"need new_tokens >= 1, batch_size >= 1, count >= 0; got {new_tokens}, {batch_size}, {count}")
     options = _options(tokenizer, chosen, top_n, temperature, prompt_texts, prefix_tokens)
-    device = torch.device(device)
-    model = model.eval()
+    devices = shard_devices(device, shards)
+    replicas = [model.eval()] + [copy.deepcopy(model).to(d).eval() for d in devices[1:]]
     prompts = chosen.prompts(count, np.random.default_rng(stream_seed(seed, strategy)), options)
-    generator = torch.Generator(device=device).manual_seed(stream_seed(seed, strategy))
-    samples: list[Sample] = []
+    firsts = list(range(0, count, batch_size))
+    lock = threading.Lock()
     with tqdm(total=count, desc=f"generate {strategy}", unit="sample", disable=not progress, leave=False) as bar:
-        for first in range(0, count, batch_size):
-            batch = prompts[first : first + batch_size]
-            rows, log2probs = sample_batch(model, batch, new_tokens, chosen.probs, options, generator, device,
-                                           use_cache)
-            for row, (ids, scores) in enumerate(zip(rows, log2probs)):
-                prompt = tuple(batch[row])
-                samples.append(Sample(sample_id=f"{strategy}-{first + row}", strategy=strategy, prompt_ids=prompt,
-                                      token_ids=tuple(ids), prompt_tokens=len(prompt),
-                                      text=sample_text(ids, len(prompt), tokenizer), log2probs=tuple(scores)))
-            bar.update(len(batch))
+
+        def run_batch(b: int, r: int) -> tuple[list[list[int]], list[list[float]]]:
+            generator = torch.Generator(device=devices[r]).manual_seed(stream_seed(seed, f"{strategy}:{b}"))
+            batch = prompts[firsts[b] : firsts[b] + batch_size]
+            out = sample_batch(replicas[r], batch, new_tokens, chosen.probs, options, generator, devices[r], use_cache)
+            with lock:
+                bar.update(len(batch))
+            return out
+
+        batches = round_robin(len(firsts), len(replicas), run_batch)
+    samples: list[Sample] = []
+    for first, (rows, log2probs) in zip(firsts, batches):
+        for row, (ids, scores) in enumerate(zip(rows, log2probs)):
+            prompt = tuple(prompts[first + row])
+            samples.append(Sample(sample_id=f"{strategy}-{first + row}", strategy=strategy, prompt_ids=prompt,
+                                  token_ids=tuple(ids), prompt_tokens=len(prompt),
+                                  text=sample_text(ids, len(prompt), tokenizer), log2probs=tuple(scores)))
     return samples
