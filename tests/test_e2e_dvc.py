@@ -52,6 +52,7 @@ def _dvc(ws: Path, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.timeout(1800)  # the whole pipeline, then DVC's experiment loop: ~8 min on 2 idle cores
 def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_params):
     ws = _repo_copy(tmp_path / "repo")
     tiny_params["gate"]["rules"] += [
@@ -203,7 +204,7 @@ def _comparison_loop(ws: Path, summary: dict) -> None:
     assert len(set(headline.values())) == 2  # twice the noise: another epsilon
 
     diff = json.loads(_dvc(ws, "metrics", "diff", "--json"))
-    changed = diff["diff"]["reports/summary.json"]
+    changed = diff["reports/summary.json"]  # `dvc metrics diff --json`: {path: {metric: {old, new, diff}}}
     assert changed["variants.dp.epsilon"]["old"] == summary["variants"]["dp"]["epsilon"]
     assert "variants.nonprivate.test_perplexity" not in changed  # not retrained
     page = Path(_dvc(ws, "plots", "diff", "--out", "plots_diff").strip().splitlines()[-1].removeprefix("file://"))
