@@ -183,8 +183,13 @@ def test_metric_inputs_runs_only_the_needed_passes():
     only = metric_inputs(["perplexity", "window"], model, TOKENIZER, sequences)
     assert only.reference is None and only.lowercase is None
     assert [len(a) for a in only.target] == [6, 12]
-    full = metric_inputs(ALL, model, TOKENIZER, sequences, ["Abc dA", "abba cab dad"], reference_model=model)
-    assert np.array_equal(full.reference[1], full.target[1])
+    torch.manual_seed(1)
+    reference = build_model(ModelSpec(arch="gpt2", vocab_size=TOKENIZER.vocab_size, layers=1, width=16, heads=2,
+                                      context=8))
+    full = metric_inputs(ALL, model, TOKENIZER, sequences, ["Abc dA", "abba cab dad"], reference_model=reference)
+    alone = metric_inputs(["perplexity"], reference, TOKENIZER, sequences)  # the reference scored as a target
+    assert all(np.array_equal(r, a) for r, a in zip(full.reference, alone.target))
+    assert not np.allclose(full.reference[1], full.target[1])  # another model, other scores
     assert np.allclose(full.lowercase[1], full.target[1])  # already lowercase
     assert not np.allclose(full.lowercase[0], full.target[0])
     assert all(np.isfinite(v).all() for v in compute_metrics(ALL, full).values())

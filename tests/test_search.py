@@ -1,6 +1,7 @@
 """Exact rank and shortest-path extraction against brute-force enumeration, on real small models."""
 
 import random
+from types import SimpleNamespace
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +11,14 @@ from torch import nn
 from canaryaudit.canaries import parse_format
 from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree
 from canaryaudit.sharding import shard_devices
-from canaryaudit.search import NextTokenScorer, canary_space, candidate_tokens, exact_rank, shortest_path
+from canaryaudit.search import (
+    NextTokenScorer,
+    canary_space,
+    candidate_tokens,
+    exact_rank,
+    pruning_tolerance_bits,
+    shortest_path,
+)
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
 from canaryaudit.training.tokenizers import CharTokenizer
@@ -142,6 +150,24 @@ def test_audit_format_extracts_every_memorized_canary(trained, brute_force_exact
     assert all(r["exact_rank"] is not None or r["exact_rank_note"] for r in rows)
 
 
+def brute_force_partials(model, tokenizer, space):
+    """Every filling's token rows and cumulative Px (bits) after each of its tokens, float64 full sequences."""
+    import torch
+
+    fillings = [FORMAT.fill_from_index(i) for i in range(FORMAT.space_size)]
+    rows = np.array([candidate_tokens(space, FORMAT, f, tokenizer) for f in fillings])
+    model64 = float64_copy(model)
+    prefix = torch.tensor(space.prefix_ids)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 2000):
+            chunk = torch.as_tensor(rows[start : start + 2000])
+            ids = torch.cat([prefix.expand(len(chunk), -1), chunk], dim=1)
+            logprobs = torch.log_softmax(model64(ids[:, :-1]).double(), -1)[:, len(prefix) - 1 :]
+            out.append((-logprobs.gather(-1, chunk.unsqueeze(-1)).squeeze(-1) / np.log(2)).cumsum(1).numpy())
+    return SimpleNamespace(rows=rows, px=np.concatenate(out))
+
+
 def between(px, threshold, float_noise=1e-3):
     """The brute-force rank, or any value that float noise (cached vs full forward) can explain."""
     low, high = int((px <= threshold - float_noise).sum()), int((px <= threshold + float_noise).sum())
@@ -167,7 +193,14 @@ def test_exact_rank_equals_brute_force(trained):
                         candidate_tokens(space, FORMAT, CANARY, tokenizer), max_rows=100_000)
     assert result.rank == between(px, canary_px)
     assert result.canary_px == pytest.approx(canary_px, abs=1e-3)
-    assert result.rows < 1 + 10 + 100 + 1000 + 1000  # pruning never scores more than the whole tree
+    # Rows scored = the canary's own path (one row per depth after the root, which needs no model call)
+    # + every partial candidate of 1..D-1 tokens within the threshold (pruned: its subtree is never
+    # scored), counted here from float64 per-token scores of all 10^4 fillings.
+    partial = brute_force_partials(model, tokenizer, space)
+    threshold = result.canary_px + pruning_tolerance_bits(NextTokenScorer(model, space.prefix_ids).dtype, space.max_tokens)
+    bounds = [sum(len({tuple(r) for r in partial.rows[partial.px[:, k - 1] <= threshold + noise, :k]})
+                  for k in range(1, space.max_tokens)) for noise in (-1e-4, 1e-4)]
+    assert bounds[0] <= result.rows - (space.max_tokens - 1) <= bounds[1], (result.rows, bounds)
     other = ["9", "0", "5", "7"]  # an arbitrary, non-memorized candidate
     rank_other = exact_rank(NextTokenScorer(model, space.prefix_ids), space,
                             candidate_tokens(space, FORMAT, other, tokenizer), max_rows=100_000).rank
