@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from canaryaudit import tracking
-from canaryaudit.report.summary import insertion_key
+from canaryaudit.report.summary import insertion_key, stage_metrics
 from canaryaudit.config import load_params
 from canaryaudit.errors import DataError, ParamsError
 from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
@@ -61,7 +61,7 @@ def main(args) -> None:
             for estimator in ("interpolation", "extrapolation", "exact"):
                 if entry[estimator]:
                     metrics[f"exposure_{estimator}.{key}.mean"] = entry[estimator]["mean"]
-        tracker.log_metrics(run_id, metrics)
+        tracker.log_metrics(run_id, {**metrics, **stage_metrics("exposure", args.variant, report)})
         tracker.finish(run_id)
     for count, entry in by_insertions.items():
         log.info("%s x%s: exposure interpolation %.2f, extrapolation %.2f bits; extracted %.0f%%", args.variant, count,

@@ -13,6 +13,7 @@ from canaryaudit.config import load_params
 from canaryaudit.errors import ParamsError
 from canaryaudit.extraction.pipeline import AuditedModel, run_extraction
 from canaryaudit.io import read_json, write_csv, write_json, write_jsonl
+from canaryaudit.report.summary import stage_metrics
 from canaryaudit.schemas import CANARIES, DOCUMENTS, SAMPLES, read_checked_jsonl, validate_records
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
@@ -63,7 +64,7 @@ def log_to_mlflow(variant: str, params, report: dict) -> None:
         metrics[f"mia_tpr_at_1pct_fpr.{name}"] = entry["tpr_at_1pct_fpr"]
     if report["empirical_epsilon"]:
         metrics["empirical_epsilon"] = report["empirical_epsilon"]["epsilon_lower_bound"]
-    tracker.log_metrics(run_id, metrics)
+    tracker.log_metrics(run_id, {**metrics, **stage_metrics("extract", variant, report)})
     tracker.log_json_artifact(run_id, report["table"], "extraction_table.json")
     tracker.finish(run_id)
 

@@ -20,6 +20,7 @@ from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
 from canaryaudit.pii.sanitize import sanitize_text
 from canaryaudit.pii.spans import PiiSpan
 from canaryaudit.pii_attack import AttackSettings, occurrences, run_attacks, select_targets
+from canaryaudit.report.summary import stage_metrics
 from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
@@ -84,7 +85,7 @@ def main(args) -> None:
                    if e["rate"] is not None}
         if recon:
             metrics.update({f"pii_reconstructed.{t}": float(e["successes"]) for t, e in recon["types"].items()})
-        tracker.log_metrics(run_id, metrics)
+        tracker.log_metrics(run_id, {**metrics, **stage_metrics("pii", args.variant, report)})
         tracker.finish(run_id)
     log.info("%s: PII inference accuracy %s over %d targets (chance %s)%s", args.variant,
              "n/a" if overall["rate"] is None else f"{overall['rate']:.3f}", overall["trials"],

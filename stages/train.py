@@ -7,6 +7,7 @@ from pathlib import Path
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.io import write_csv, write_json
+from canaryaudit.report.summary import stage_metrics
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
 from canaryaudit.training.checkpoint import clear_checkpoints
@@ -110,7 +111,8 @@ def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_i
     if tracker and run_id:
         final = {k: float(v) for k, v in report.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "valid_loss"}  # per epoch above
-        tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tracker.log_metrics(run_id, final, step=result.epochs_run)  # details; headline numbers as in summary.json:
+        tracker.log_metrics(run_id, stage_metrics("train", args.variant, report))
         tracker.log_json_artifact(run_id, card, "model_card.json")
         tracker.client.log_artifacts(run_id, str(args.out), artifact_path="model")  # the trained model, as audited
         tracker.finish(run_id)

@@ -40,14 +40,19 @@ def test_rows_from_summary_metrics_and_from_child_runs():
     assert row["run"] == "aaaaaaaa" and row["gate"] == "passed" and row["model"] == "gpt2 2x128"
     assert (row["epsilon"], row["exposure_x64"], row["exposure_held_out"], row["mia_auc"]) == (0.722, 2.39, 3.9, 0.535)
 
-    old = _run("bbbbbbbb2222", {})
-    train = _run("c1", {"test_perplexity": 2.06, "parameters": 415232.0},
+    old = _run("bbbbbbbb2222", {})  # ended before the report stage: its nested runs' numbers, same names
+    train = _run("c1", {"variant.nonprivate.test_perplexity": 2.06, "variant.nonprivate.parameters": 415232.0,
+                        "test_perplexity": 99.0, "valid_loss": 0.7},  # stage details (unprefixed) are not headline
                  tags={"canaryaudit.variant": "nonprivate", "canaryaudit.stage": "train"},
                  params={"model.arch": "lstm", "model.layers": "2", "model.width": "256"})
-    exposure = _run("c2", {"extracted_canaries": 1.0}, tags={"canaryaudit.variant": "nonprivate", "canaryaudit.stage": "exposure"})
-    [fallback] = rows_for_run(old, [train, exposure])
+    exposure = _run("c2", {"variant.nonprivate.extracted_canaries": 1.0, "variant.nonprivate.max_exposure_bits.x64": 5.5},
+                    tags={"canaryaudit.variant": "nonprivate", "canaryaudit.stage": "exposure"})
+    extract = _run("c3", {"variant.nonprivate.best_mia_auc": 0.61, "variant.nonprivate.unique_memorized": 3.0},
+                   tags={"canaryaudit.variant": "nonprivate", "canaryaudit.stage": "extract"})
+    [fallback] = rows_for_run(old, [train, exposure, extract])
     assert fallback["model"] == "lstm 2x256" and fallback["test_perplexity"] == 2.06
-    assert fallback["extracted_canaries"] == 1.0 and fallback["epsilon"] is None
+    assert fallback["extracted_canaries"] == 1.0 and fallback["epsilon"] is None and fallback["exposure_x64"] == 5.5
+    assert fallback["mia_auc"] == 0.61 and fallback["memorized_samples"] == 3.0
 
     table = format_table([row, fallback]).splitlines()
     assert table[0].split() == ["run", "started", "status", "gate", "variant", "model", "parameters", "epsilon",

@@ -161,7 +161,21 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     assert {"report/index.html", "report/gate.json"} <= artifacts
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     by_stage = sorted((c.data.tags["canaryaudit.stage"], c.data.tags["canaryaudit.variant"]) for c in children)
-    assert by_stage == sorted((s, v) for s in ("train", "exposure", "extract") for v in ("nonprivate", "dp", "reference"))
+    assert by_stage == sorted((s, v) for s in ("train", "exposure", "extract", "pii")
+                              for v in ("nonprivate", "dp", "reference"))
+    # nested runs log their headline numbers under the parent's names, with summary.json's values
+    from canaryaudit.report.summary import summary_metrics
+
+    summary = summary_metrics(json.loads((ws / "reports" / "summary.json").read_text()))
+    nested: dict[str, float] = {}
+    for child in children:
+        headline = {k: v for k, v in child.data.metrics.items() if k.startswith("variant.")}
+        assert headline and all(k.startswith(f"variant.{child.data.tags['canaryaudit.variant']}.") for k in headline)
+        assert headline == pytest.approx({k: summary[k] for k in headline}, rel=1e-12), child.info.run_name
+        nested.update(headline)
+    assert nested == pytest.approx({k: v for k, v in summary.items() if k.startswith("variant.")}, rel=1e-12)
+    assert {"variant.dp.epsilon", "variant.dp.max_exposure_bits.x5", "variant.dp.best_mia_auc",
+            "variant.dp.pii_inference_accuracy"} <= set(nested)
     assert run.data.params["canaries.seed"] == "3"
     assert not (ws / ".canaryaudit" / "parent_run").exists()
 

@@ -103,3 +103,5 @@ def test_stages_log_to_an_mlflow_tracking_server(workspace, tiny_params, mlflow_
     assert "test_perplexity" in runs[0].data.metrics
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert "model_card.json" in artifacts  # uploaded through the server (--artifacts-destination)
+    assert not (workspace / "mlartifacts").exists()  # the server's artifact root, not a local folder of a worker
+    assert any(p.name == "model_card.json" for p in (workspace / "artifacts").rglob("*"))  # the server's tmp_path

@@ -400,6 +400,30 @@ def test_summary_has_flat_numbers_per_variant(tmp_path):
     assert "variant.nonprivate.epsilon" not in metrics  # null values are not logged
 
 
+def test_each_nested_stage_run_logs_its_share_of_the_summary_under_the_same_names(tmp_path):
+    from canaryaudit.report.inputs import VARIANT_JSON, load_inputs
+    from canaryaudit.report.summary import build_summary, stage_metrics, summary_metrics
+
+    params = default_params()
+    inputs = load_inputs(make_reports(tmp_path / "reports"), tuple(params.train.variants))
+    expected = {k: v for k, v in summary_metrics(build_summary(inputs, {"rules": []})).items()
+                if k.startswith("variant.")}
+    logged: dict[str, float] = {}
+    for variant in params.train.variants:
+        shares = {stage: stage_metrics(stage, variant, getattr(inputs, stage)[variant]) for stage in VARIANT_JSON}
+        assert not set(shares["train"]) & set(shares["exposure"])  # each number comes from one stage's report
+        assert {k.split(".", 2)[2] for k in shares["train"]} <= {"test_loss", "test_perplexity", "parameters",
+                                                                 "epsilon", "delta"}
+        assert f"variant.{variant}.max_exposure_bits.x64" in shares["exposure"]
+        assert f"variant.{variant}.best_mia_auc" in shares["extract"]
+        assert f"variant.{variant}.pii_inference_accuracy" in shares["pii"]
+        for share in shares.values():
+            logged.update(share)
+    assert logged == expected  # together the nested runs hold exactly the parent run's variant metrics
+    with pytest.raises(ValueError, match="no per-variant report for stage 'report'"):
+        stage_metrics("report", "dp", {})
+
+
 # ---------------------------------------------------------------- figures
 
 

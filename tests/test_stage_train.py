@@ -57,7 +57,10 @@ def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_p
     assert runs, "a nested MLflow run per variant"
     run = runs[0]
     assert run.data.tags["mlflow.parentRunId"] and run.info.status == "FINISHED"
-    assert run.data.params["model.arch"] == "gpt2" and "test_perplexity" in run.data.metrics
+    assert run.data.params["train.model.arch"] == "gpt2" and "test_perplexity" in run.data.metrics  # section-prefixed
+    # the headline numbers under the parent run's names, with the report's values
+    assert run.data.metrics["variant.nonprivate.test_perplexity"] == report["test_perplexity"]
+    assert run.data.metrics["variant.nonprivate.parameters"] == card["parameters"]
     history = client.get_metric_history(run.info.run_id, "valid_loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
 

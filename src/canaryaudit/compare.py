@@ -2,9 +2,10 @@
 
 Numbers come from the parent run's summary metrics, logged by the report stage
 (``variant.VARIANT.KEY``, see :mod:`canaryaudit.report.summary`). A run that
-ended before the report stage falls back to its nested ``train@VARIANT`` and
-``exposure@VARIANT`` runs for what they logged (test perplexity, epsilon,
-parameters, extracted canaries). Exposure is in bits (higher = more memorized),
+ended before the report stage falls back to what its nested stage runs logged
+under the same names (``train@VARIANT``: test perplexity, epsilon, parameters;
+``exposure@VARIANT``: exposure, extracted canaries; ``extract@VARIANT``: memorized
+samples, membership AUC). Exposure is in bits (higher = more memorized),
 epsilon in nats (empty = trained without DP).
 """
 
@@ -55,21 +56,17 @@ def _model_label(tags: Mapping[str, str], variant: str, child_params: Mapping[st
 
 
 def _from_children(children: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Per variant: what the nested train/exposure runs logged, for runs without a report summary."""
+    """Per variant: the headline numbers its nested stage runs logged (``variant.VARIANT.KEY``, the same
+    names as the parent's), and the train run's params, for runs without a report summary."""
     found: dict[str, dict[str, Any]] = {}
     for child in children:
-        tags, metrics = child.data.tags, child.data.metrics
-        variant, stage = tags.get("canaryaudit.variant"), tags.get("canaryaudit.stage")
+        variant = child.data.tags.get("canaryaudit.variant")
         if not variant:
             continue
         entry = found.setdefault(variant, {"metrics": {}, "params": {}})
-        if stage == "train":
+        if child.data.tags.get("canaryaudit.stage") == "train":
             entry["params"].update(child.data.params)
-            for key in ("test_perplexity", "epsilon", "parameters"):
-                if key in metrics:
-                    entry["metrics"][key] = metrics[key]
-        elif stage == "exposure" and "extracted_canaries" in metrics:
-            entry["metrics"]["extracted_canaries"] = metrics["extracted_canaries"]
+        entry["metrics"].update(variant_metrics(child.data.metrics).get(variant, {}))
     return found
 
 

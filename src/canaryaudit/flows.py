@@ -396,6 +396,7 @@ def sweep(
             tracker.experiment_id,
             run_name=name,
             tags={"canaryaudit.role": "sweep", "canaryaudit.sweep": name, "canaryaudit.launcher": "prefect",
+                  **tracking.owner_tags(),  # a killed sweep's runs are marked KILLED by the next start
                   **{f"prefect.flow_run_{k}": v for k, v in info.items() if v}},
         ).info.run_id
         tracker.client.log_param(sweep_run, "grid", json.dumps(grid)[:6000])
@@ -408,7 +409,7 @@ def sweep(
                 run_name=f"{name}/{p['point']} {p['label']}"[:250],
                 tags={"mlflow.parentRunId": sweep_run, "canaryaudit.role": "pipeline", "canaryaudit.sweep": name,
                       "canaryaudit.sweep_point": p["point"], "canaryaudit.sweep_label": p["label"],
-                      "canaryaudit.launcher": "prefect-sweep",
+                      "canaryaudit.launcher": "prefect-sweep", **tracking.owner_tags(),
                       "canaryaudit.workspace": str(work / p["point"])},
             )
             point_runs[p["point"]] = run.info.run_id

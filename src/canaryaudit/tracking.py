@@ -15,11 +15,22 @@ A run that logged nothing (a ``canaryaudit audit`` whose ``dvc repro`` had nothi
 when it closes (:meth:`Tracker.close_pipeline_run`), so no-op audits leave no empty runs.
 
 A run is tagged with the process that owns it (``canaryaudit.pid``, ``canaryaudit.host`` and the
-process start time): every variant run, and a parent run opened by ``canaryaudit audit`` or the
-Prefect flow. When a new run starts, runs still RUNNING whose owner process on this host has ended
-(a stage killed by SIGKILL, the OOM killer, a full disk) are marked KILLED, so none stays RUNNING.
-A parent run opened by a stage of a plain ``dvc repro`` has no owner: later stages join it and the
-report stage closes it.
+process start time): every variant run; a parent run opened by ``canaryaudit audit`` or the Prefect
+flow (that process); a parent run opened by a stage of a plain ``dvc repro`` or ``dvc exp run`` (the
+DVC process running the stages, found from the ``DVC_STAGE`` variable DVC sets for every stage
+command, :func:`dvc_process`; launcher tag ``dvc``). When a run starts, or a stage looks for the parent
+run to join, runs still RUNNING whose owner process on this host has ended (SIGKILL, the OOM killer,
+a full disk, a ``dvc repro`` killed or stopped before its report stage) are marked KILLED, with a
+``canaryaudit.killed`` tag saying why, so none stays RUNNING and no later repro joins a dead one.
+
+Artifacts of a SQLite store live beside its file, in ``mlartifacts/`` (the workspace's, by default).
+MLflow stores an experiment's local artifact location, and each run's artifact URI, as absolute paths,
+so a store copied or moved with its workspace would keep writing into the old folder. The experiment
+is therefore tagged ``canaryaudit.artifact_root = mlartifacts`` (relative to the store's folder), and a
+Tracker that finds it pointing elsewhere repoints it at the ``mlartifacts/`` beside the store it opened
+(:meth:`Tracker.follow_moved_store`): new runs, and runs still RUNNING, write there; a finished run is
+repointed when its artifacts came along (or are gone from the old place). A tracking server
+(``http://...``) keeps its own artifact root (``--artifacts-destination``); nothing is repointed there.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +52,13 @@ PARENT_ENV = "CANARYAUDIT_PARENT_RUN_ID"
 EXPERIMENT_ENV = "CANARYAUDIT_EXPERIMENT"
 DISABLE_ENV = "CANARYAUDIT_TRACKING"  # "0" turns tracking off (e.g. for a dry run)
 DEFAULT_EXPERIMENT = "canaryaudit"
-ARTIFACTS = "mlartifacts"  # the experiment's artifact folder in the workspace (MLflow stores it absolute)
+ARTIFACTS = "mlartifacts"  # the artifact folder beside a SQLite store (MLflow stores it absolute)
+ARTIFACT_ROOT_TAG = "canaryaudit.artifact_root"  # experiment tag: its artifact folder, relative to the store's
 _STATE_FILE = Path(".canaryaudit") / "parent_run"
 PID_TAG, HOST_TAG, START_TAG = "canaryaudit.pid", "canaryaudit.host", "canaryaudit.process_start"
+LAUNCHER_TAG, KILLED_TAG = "canaryaudit.launcher", "canaryaudit.killed"
+DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it in the environment of every stage command it runs
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 log = logging.getLogger("canaryaudit.tracking")
 
@@ -68,9 +84,51 @@ def process_start(pid: int) -> str | None:
     return fields[19]  # field 22: starttime
 
 
-def owner_tags() -> dict[str, str]:
-    """Tags naming this process as a run's owner."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), START_TAG: process_start(os.getpid()) or ""}
+def owner_tags(pid: int | None = None) -> dict[str, str]:
+    """Tags naming process ``pid`` (default: this one) as a run's owner."""
+    pid = os.getpid() if pid is None else pid
+    return {PID_TAG: str(pid), HOST_TAG: socket.gethostname(), START_TAG: process_start(pid) or ""}
+
+
+def _parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (``/proc``), or None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]) if fields[1].isdigit() else None
+
+
+def _started_with(pid: int, variable: str) -> bool | None:
+    """Whether process ``pid`` started with ``variable`` in its environment; None if that cannot be read."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = variable.encode() + b"="
+    return any(entry.startswith(prefix) for entry in environ.split(b"\0"))
+
+
+def dvc_process() -> int | None:
+    """The DVC process (``dvc repro``, ``dvc exp run``) running this stage, or None (not under DVC, or no ``/proc``).
+
+    DVC runs a stage command as ``$SHELL -c CMD`` with ``DVC_STAGE`` set in that environment only, so the
+    shell, the stage and any launcher between them (torchrun) start with it: the nearest ancestor that
+    started without it is DVC.
+    """
+    if DVC_STAGE_ENV not in os.environ:
+        return None
+    pid: int | None = os.getppid()
+    for _ in range(64):  # a bounded walk up the process tree
+        if pid is None or pid <= 1:
+            return None
+        inherited = _started_with(pid, DVC_STAGE_ENV)
+        if inherited is None:
+            return None
+        if not inherited:
+            return pid
+        pid = _parent_pid(pid)
+    return None
 
 
 def owner_gone(tags: Mapping[str, str]) -> bool:
@@ -81,6 +139,15 @@ def owner_gone(tags: Mapping[str, str]) -> bool:
     if started is None:
         return True
     return bool(started and tags.get(START_TAG) and started != tags[START_TAG])
+
+
+def killed_reason(tags: Mapping[str, str]) -> str:
+    """Why a run whose owner ended is marked KILLED (its ``canaryaudit.killed`` tag)."""
+    pid = tags.get(PID_TAG)
+    if tags.get(LAUNCHER_TAG) == "dvc":
+        return (f"the dvc process {pid} that ran its stages ended without closing the run (killed, a failed stage, "
+                f"or targets that stop before the report stage); marked KILLED by process {os.getpid()}")
+    return f"process {pid} ended without closing the run; marked KILLED by process {os.getpid()}"
 
 
 def tracking_enabled() -> bool:
@@ -96,6 +163,57 @@ def tracking_uri(root: Path | None = None) -> str:
 
 def experiment_name() -> str:
     return os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+
+
+def sqlite_store_folder(uri: str) -> Path | None:
+    """The folder holding a SQLite store's file (``sqlite:///mlflow.db`` is relative to the cwd), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path).resolve().parent
+
+
+def local_artifact_root(uri: str, root: Path) -> Path | None:
+    """Where a new experiment of store ``uri`` keeps its artifacts.
+
+    ``mlartifacts/`` beside a SQLite store's file (it moves with the file); the workspace's
+    ``mlartifacts/`` for another database; None for a tracking server, whose own artifact root
+    (``--default-artifact-root``, ``--artifacts-destination``) applies.
+    """
+    folder = sqlite_store_folder(uri)
+    if folder is not None:
+        return folder / ARTIFACTS
+    scheme = uri.partition(":")[0].partition("+")[0]
+    return root / ARTIFACTS if scheme in _DATABASE_SCHEMES else None
+
+
+def file_uri_path(uri: str) -> Path | None:
+    """The local path of a ``file:`` URI or a plain path, else None (``s3:``, ``mlflow-artifacts:``, ...)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
+
+
+def relocated_uri(uri: str, old_root: str, new_root: str, running: bool) -> str | None:
+    """A run's artifact URI once its store's artifact root moved from ``old_root`` to ``new_root``; None: keep it.
+
+    A run still RUNNING always moves (what it logs next must land under the new root). A finished run
+    moves when its artifacts are at the new place (copied or renamed with the store) or gone from the
+    old one; it stays when only the old place has them (a store copied without its artifacts).
+    """
+    old_root, new_root = old_root.rstrip("/"), new_root.rstrip("/")
+    if not uri.startswith(old_root + "/"):
+        return None
+    moved = new_root + uri[len(old_root):]
+    if running:
+        return moved
+    old_path, new_path = file_uri_path(uri), file_uri_path(moved)
+    if old_path is None or new_path is None:
+        return None
+    return moved if new_path.exists() or not old_path.exists() else None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -124,14 +242,72 @@ class Tracker:
         from mlflow.tracking import MlflowClient  # heavy import, only when tracking
 
         self.root = root or find_workspace_root()
-        self.client = MlflowClient(tracking_uri(self.root))
-        name = experiment_name()
+        self.uri = tracking_uri(self.root)
+        self.client = MlflowClient(self.uri)
+        self.artifact_root = local_artifact_root(self.uri, self.root)
+        self.experiment_id = self._experiment(experiment_name())
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id: created with its artifacts beside the store, or followed there if the store moved."""
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(name)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else self.client.create_experiment(name, artifact_location=(self.root / ARTIFACTS).as_uri())
-        )
+        relocatable = sqlite_store_folder(self.uri) is not None
+        if experiment is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=self.artifact_root.as_uri() if self.artifact_root else None,
+                    tags={ARTIFACT_ROOT_TAG: ARTIFACTS} if relocatable else None)
+            except MlflowException:  # a stage running beside this one created it first
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if relocatable:
+            self.follow_moved_store(experiment)
+        return experiment.experiment_id
+
+    def follow_moved_store(self, experiment: Any) -> int | None:
+        """Repoint ``experiment`` at the ``mlartifacts/`` beside this SQLite store if it points elsewhere.
+
+        Only an experiment whose artifacts canaryaudit placed (tagged ``canaryaudit.artifact_root``, or
+        untagged with a local folder named ``mlartifacts``) is repointed; one given another location by
+        its user is left alone. Returns how many runs were repointed (see :func:`relocated_uri`), or None
+        when nothing had moved.
+        """
+        stored = experiment.artifact_location
+        path = file_uri_path(stored)
+        if path is None or self.artifact_root is None:
+            return None
+        relative = experiment.tags.get(ARTIFACT_ROOT_TAG)
+        if relative not in (ARTIFACTS, None) or (relative is None and path.name != ARTIFACTS):
+            return None
+        if path.resolve() == self.artifact_root.resolve():
+            return None
+        moved = self._repoint_artifacts(experiment.experiment_id, stored, self.artifact_root.as_uri())
+        if relative is None:
+            self.client.set_experiment_tag(experiment.experiment_id, ARTIFACT_ROOT_TAG, ARTIFACTS)
+        log.warning("MLflow store %s was moved or copied from %s: artifacts now go to %s (%d runs repointed)",
+                    self.uri, path.parent, self.artifact_root, moved)
+        return moved
+
+    def _repoint_artifacts(self, experiment_id: str, old_root: str, new_root: str) -> int:
+        """Set the experiment's artifact location and move its runs' artifact URIs (MLflow has no API for it).
+
+        Uses MLflow's own session and table models, as its SQL store does when it creates an experiment.
+        """
+        from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlRun
+
+        store = self.client._tracking_client.store  # the SQLAlchemy store of this client's URI
+        moved = 0
+        with store.ManagedSessionMaker(read_only=False) as session:
+            row = session.query(SqlExperiment).filter(SqlExperiment.experiment_id == int(experiment_id)).one()
+            row.artifact_location = new_root
+            for run in session.query(SqlRun).filter(SqlRun.experiment_id == int(experiment_id)):
+                target = relocated_uri(run.artifact_uri or "", old_root, new_root, run.status == "RUNNING")
+                if target is not None:
+                    run.artifact_uri = target
+                    moved += 1
+        return moved
 
     # -------------------------------------------------------------- parent run
 
@@ -161,9 +337,7 @@ class Tracker:
             reaped = []
             for run in runs:
                 if owner_gone(run.data.tags):
-                    self.client.set_tag(run.info.run_id, "canaryaudit.killed",
-                                        f"process {run.data.tags.get(PID_TAG)} ended without closing the run; "
-                                        f"marked KILLED by process {os.getpid()}")
+                    self.client.set_tag(run.info.run_id, KILLED_TAG, killed_reason(run.data.tags))
                     self.client.set_terminated(run.info.run_id, status="KILLED")
                     reaped.append(run.info.run_id)
         except (MlflowException, OSError) as exc:
@@ -179,11 +353,18 @@ class Tracker:
     def start_pipeline_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
         """Create a new parent run and remember it for later stages of this workspace.
 
-        With a ``canaryaudit.launcher`` tag (cli, prefect) this process owns the run (see the module
-        docstring); without one (a stage of a plain ``dvc repro``) it has no owner.
+        Its owner (see the module docstring): this process when a ``canaryaudit.launcher`` tag is given
+        (cli, prefect); else the DVC process running this stage (a plain ``dvc repro``); else none.
         """
         self.reap_stale_runs()
-        owner = owner_tags() if tags and "canaryaudit.launcher" in tags else {}
+        return self._create_pipeline_run(run_name, tags)
+
+    def _create_pipeline_run(self, run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        if tags and LAUNCHER_TAG in tags:
+            owner = owner_tags()
+        else:
+            repro = dvc_process()
+            owner = {**owner_tags(repro), LAUNCHER_TAG: "dvc"} if repro is not None else {}
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name or time.strftime("audit-%Y%m%d-%H%M%S"),
@@ -194,7 +375,12 @@ class Tracker:
         return run.info.run_id
 
     def pipeline_run_id(self) -> str:
-        """The parent run to join (see module docstring), created if none is open."""
+        """The parent run to join (see module docstring), created if none is open.
+
+        Runs left RUNNING by ended processes are reaped first, so a ``dvc repro`` never joins the parent
+        run of an earlier one that was killed.
+        """
+        self.reap_stale_runs()
         from_env = os.environ.get(PARENT_ENV)
         if from_env:
             return from_env
@@ -203,7 +389,7 @@ class Tracker:
             run_id = state.read_text(encoding="utf-8").strip()
             if run_id and self._running(run_id):
                 return run_id
-        return self.start_pipeline_run()
+        return self._create_pipeline_run()
 
     def logged_nothing(self, run_id: str) -> bool:
         """No params, no metrics, no stage and no nested run: the pipeline had nothing to do."""
@@ -262,8 +448,7 @@ class Tracker:
         """A run nested under the pipeline run (MLflow's parentRunId tag), with the variant's params."""
         from mlflow.entities import Param
 
-        self.reap_stale_runs()
-        parent = self.pipeline_run_id()
+        parent = self.pipeline_run_id()  # reaps runs of ended processes first
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{stage}@{variant}",

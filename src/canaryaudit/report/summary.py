@@ -12,10 +12,15 @@ values reconstructed. A value not measured is null.
 MLflow metric names (one scheme, :func:`variant_metrics`): a headline number of a variant
 is ``variant.VARIANT.KEY`` with KEY as in summary.json, dotted (``variant.dp.epsilon``,
 ``variant.dp.max_exposure_bits.x64``, ``variant.dp.max_exposure_bits.held_out``), in the
-pipeline's parent run, in a sweep point's run and in the variant's nested stage runs; the
-gate is ``gate.passed`` and ``gate.failed``. ``canaryaudit compare`` reads these names back.
-The sweep's table has the same numbers, computed here (:func:`variant_summary`) from each
-point's own stage reports.
+pipeline's parent run, in a sweep point's run and in the variant's nested stage runs (each
+the keys its own report yields, :func:`stage_metrics`: ``train@dp`` the test loss, perplexity,
+parameters, epsilon and delta; ``exposure@dp`` the exposures and extracted canaries;
+``extract@dp`` the memorized samples, membership AUC and empirical epsilon; ``pii@dp`` the PII
+attack numbers); the gate is ``gate.passed`` and ``gate.failed``. ``canaryaudit compare``
+reads these names back. Everything is computed here (:func:`variant_summary`), from the
+stage reports, so the parent run, the nested runs, the sweep's table and summary.json agree.
+A nested run also keeps its stage's detail metrics under names without the ``variant.``
+prefix (``test_perplexity`` per epoch, ``exposure_extrapolation.x64.mean``, ``mia_auc.zlib``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from canaryaudit.report import measures
-from canaryaudit.report.inputs import ReportInputs
+from canaryaudit.report.inputs import VARIANT_JSON, ReportInputs
 from canaryaudit.tracking import numeric_metrics
 
 METRIC_PREFIX = "variant"
@@ -93,6 +98,20 @@ def flat_headline(entry: Mapping[str, Any]) -> dict[str, Any]:
 def variant_metrics(variant: str, entry: Mapping[str, Any]) -> dict[str, float]:
     """MLflow metrics of one variant's headline numbers: ``variant.VARIANT.KEY`` (numbers only)."""
     return numeric_metrics(entry, f"{METRIC_PREFIX}.{variant}")
+
+
+def stage_metrics(stage: str, variant: str, report: Mapping[str, Any]) -> dict[str, float]:
+    """The headline metrics one variant stage's report yields (``variant.VARIANT.KEY``), for its nested run.
+
+    ``stage`` is a per-variant report of :data:`~canaryaudit.report.inputs.VARIANT_JSON` (train,
+    exposure, extract, pii); the numbers are :func:`variant_summary`'s with only that report present,
+    so they equal summary.json's.
+    """
+    if stage not in VARIANT_JSON:
+        raise ValueError(f"no per-variant report for stage {stage!r}; one of {sorted(VARIANT_JSON)}")
+    inputs = ReportInputs(reports_dir=Path("reports"), variants=(variant,))
+    getattr(inputs, stage)[variant] = dict(report)
+    return variant_metrics(variant, variant_summary(inputs, variant))
 
 
 def summary_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
