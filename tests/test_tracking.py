@@ -85,6 +85,9 @@ def test_a_run_that_logged_nothing_is_deleted_and_one_that_did_is_kept(tmp_path,
     failed = tracker.start_pipeline_run(tags={"canaryaudit.launcher": "cli"})
     assert tracker.close_pipeline_run(failed, "FAILED") is True  # a failure is kept, even empty
     assert store.get_run(failed).info.status == "FAILED"
+    own_stages = tracker.start_pipeline_run(tags={"canaryaudit.launcher": "prefect"})
+    assert tracker.close_pipeline_run(own_stages, stages_ran=True) is True  # stages ran but none logs to MLflow
+    assert store.get_run(own_stages).info.lifecycle_stage == "active"
 
 
 def test_provenance_tags_and_dataset_inputs(tmp_path, store):

@@ -186,7 +186,8 @@ def audit(
             finally:
                 if tracker and mlflow_run and outcome == "FINISHED":
                     complete_parent_run(tracker, mlflow_run, root / "reports" / "summary.json")
-                if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome):
+                ran = any(r.get("status") == "ran" for r in results)
+                if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome, stages_ran=ran):
                     logger.info("MLflow run %s logged nothing (every stage up to date): deleted", mlflow_run)
                     mlflow_run = None
     _report_gate(root, verdict, mlflow_run, tracker, logger)

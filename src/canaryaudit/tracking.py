@@ -400,9 +400,13 @@ class Tracker:
                                            max_results=1)
         return not children
 
-    def close_pipeline_run(self, run_id: str, status: str = "FINISHED") -> bool:
-        """Finish the parent run, or delete it when a successful run logged nothing; False if deleted."""
-        if status == "FINISHED" and self.logged_nothing(run_id):
+    def close_pipeline_run(self, run_id: str, status: str = "FINISHED", *, stages_ran: bool = False) -> bool:
+        """Finish the parent run, or delete it when a successful run logged nothing; False if deleted.
+
+        ``stages_ran``: the caller knows some stage ran (a stage that logs nothing to
+        MLflow, such as a user's own stage, still made this run worth keeping).
+        """
+        if status == "FINISHED" and not stages_ran and self.logged_nothing(run_id):
             self.finish_pipeline_run(run_id, status)
             self.client.delete_run(run_id)  # hidden from searches, `compare` and the UI's default view
             return False
