@@ -13,6 +13,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.io import write_json
@@ -31,6 +33,8 @@ def main(args) -> None:
     all_params = load_params(args.params)
     params, sanitize = all_params.pii, all_params.sanitize
     started = time.perf_counter()
+    if params.threads is not None:
+        torch.set_num_threads(params.threads)
     device = resolve_device(params.device)
     model, spec = load_model_folder(Path(args.model), device)
     tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
