@@ -74,7 +74,8 @@ def main() -> None:
     model.eval()
     tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
     documents = read_checked_jsonl(DOCUMENTS, Path(args.raw) / "train.jsonl")
-    detectors = build_detectors(sanitize.detectors or DETECTORS.names(), EntropyOptions(**sanitize.entropy.model_dump()))
+    entropy = EntropyOptions(**sanitize.entropy.model_dump())
+    detectors = build_detectors(sanitize.detectors or DETECTORS.names(), entropy)
     spans, _ = training_spans(Path(args.raw), documents, detectors)
     found = occurrences(documents, spans, pii.types)
     settings = AttackSettings(pii.max_per_type, pii.context_chars, pii.candidates, pii.batch_size,
