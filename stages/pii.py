@@ -13,48 +13,29 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.io import write_json
-from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors, detect
-from canaryaudit.pii.sanitize import sanitize_text
-from canaryaudit.pii.spans import PiiSpan
-from canaryaudit.pii_attack import AttackSettings, occurrences, run_attacks, select_targets
+from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
+from canaryaudit.pii_attack import (
+    AttackSettings, context_renderer, occurrences, run_attacks, select_targets, training_spans,
+)
 from canaryaudit.report.summary import stage_metrics
-from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, read_checked_jsonl
+from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
 
 
-def training_spans(raw: Path, documents: list[dict], detectors) -> tuple[dict[str, list[PiiSpan]], str]:
-    """PII spans per training document and where they come from: ground truth, else the detectors."""
-    truth_path = raw / "pii_truth.jsonl"
-    if truth_path.exists():
-        spans: dict[str, list[PiiSpan]] = defaultdict(list)
-        for row in read_checked_jsonl(PII_TRUTH, truth_path):
-            spans[row["doc_id"]].append(PiiSpan(row["type"], row["start"], row["end"]))
-        return spans, "ground truth (data/raw/pii_truth.jsonl)"
-    return {str(d["doc_id"]): detect(str(d["text"]), detectors) for d in documents}, "detected spans"
-
-
-def context_renderer(sanitize, detectors):
-    """The left context as training saw it: sanitized like the training text when sanitization is on."""
-    if not sanitize.enabled:
-        return lambda raw: raw
-
-    def action(pii_type: str):
-        chosen = sanitize.action_for(pii_type)
-        return "mask" if chosen == "drop" else chosen  # a dropped document's context: its values stay unseen
-
-    return lambda raw: sanitize_text(raw, detectors, action).text or ""
-
-
 def main(args) -> None:
     all_params = load_params(args.params)
     params, sanitize = all_params.pii, all_params.sanitize
     started = time.perf_counter()
+    if params.threads is not None:
+        torch.set_num_threads(params.threads)
     device = resolve_device(params.device)
     model, spec = load_model_folder(Path(args.model), device)
     tokenizer = load_tokenizer(Path(args.model), spec.vocab_size)
@@ -67,7 +48,8 @@ def main(args) -> None:
                               params.reconstruction.enabled, params.reconstruction.extra_tokens)
     rng = random.Random(params.seed)
     texts = {str(d["doc_id"]): str(d["text"]) for d in documents}
-    targets = select_targets(found, texts, settings, context_renderer(sanitize, detectors), rng)
+    render = context_renderer(sanitize.enabled, sanitize.action_for, detectors)
+    targets = select_targets(found, texts, settings, render, rng)
     pool: dict[str, list[str]] = defaultdict(list)
     for _, pii_type, value, _ in found:
         pool[pii_type].append(value)

@@ -15,18 +15,28 @@ from canaryaudit.corpus import vocab
 from canaryaudit.pii.detectors import build_detectors
 from canaryaudit.pii.sanitize import sanitize_text
 from canaryaudit.pii.spans import PiiSpan
+from canaryaudit.extraction.metrics import token_log2probs
 from canaryaudit.pii_attack import (
-    AttackSettings, Target, candidate_sets, filling_px, greedy_continuations, inference_wins, occurrences,
-    proportion, reconstructed, run_attacks, select_targets,
+    AttackSettings, Target, _decided, _scored_ids, candidate_sets, decodes_token_by_token, filling_px,
+    greedy_reconstructed, inference_wins, occurrences, proportion, reconstructed, run_attacks, select_targets,
 )
 from canaryaudit.scoring import log_perplexity_bits
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.models import ModelSpec, build_model
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
-from canaryaudit.training.tokenizers import CharTokenizer
+from canaryaudit.training.tokenizers import BpeTokenizer, CharTokenizer, PretrainedTokenizer
 
 SETTINGS = AttackSettings(max_per_type=100, context_chars=32, candidates=5, batch_size=64, reconstruction=True,
                           extra_tokens=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- pieces
@@ -107,19 +117,100 @@ def test_filling_px_drops_the_oldest_context_to_fit_the_window(random_model):
     assert np.allclose(ours, theirs, atol=1e-4)
 
 
-def test_greedy_continuations_equal_a_step_by_step_argmax(random_model):
+def _brute_greedy_text(model, tokenizer, context: str, budget: int, window: int) -> str:
+    """The greedy continuation, one full-sequence forward pass per token, after the last context tokens
+    that leave room for ``budget`` tokens in the window."""
+    ids = (tokenizer.encode(context) or [tokenizer.eos_id])[-max(1, window - budget) :]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(budget):
+            out.append(int(model(torch.tensor([(ids + out)[-window:]]))[0, -1].argmax()))
+    return tokenizer.decode([t for t in out if t != tokenizer.eos_id])
+
+
+def _targets_the_model_completes(model, tokenizer, contexts, window):
+    """For each context: targets whose value is the start of the model's own greedy text (up to a letter or
+    digit, or to a character that is not: reconstructed with 0 or more extra tokens), and one that is not."""
+    targets = []
+    for n, context in enumerate(contexts):
+        text = _brute_greedy_text(model, tokenizer, context, 12, window)
+        ends = [m for m in range(1, len(text)) if not text[m].isalnum()][:1] + [4]
+        targets += [Target(f"d{n}", "x", text[:m], context) for m in ends]
+        targets.append(Target(f"d{n}", "x", "zz" + text[:3], context))
+    return targets
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_greedy_reconstructed_equals_a_step_by_step_argmax(random_model, extra):
     model, tokenizer = random_model
-    targets = [Target("d", "ssn", "078-05-1120", "ssn of ann: "), Target("d", "ssn", "12", "id ")]
-    got = greedy_continuations(model, tokenizer, targets, SETTINGS, torch.device("cpu"))
-    budget = 11 + SETTINGS.extra_tokens  # one batch: its largest budget (the SSN's) decodes every row
-    for target, text in zip(targets, got):
-        ids = tokenizer.encode(target.context)[-(24 - budget):]  # and decides how much context fits
-        out = []
-        with torch.no_grad():
-            for _ in range(budget):
-                nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
-                out.append(nxt)
-        assert text == tokenizer.decode([t for t in out if t != tokenizer.eos_id])
+    contexts = ["ssn of ann: ", "id ", "x" * 30 + "phone: ", "", "mail bob at ", "12-", "the code is ", "a.b"]
+    targets = _targets_the_model_completes(model, tokenizer, contexts, 24)
+    targets.append(Target("long", "x", "0123456789" * 3, "key: "))  # 30 tokens + extra: past the 24-token window
+    settings = AttackSettings(100, 32, 5, 3, True, extra)
+    expected = [reconstructed(t.value, _brute_greedy_text(model, tokenizer, t.context,
+                                                          len(t.value) + extra, 24)) for t in targets]
+    assert any(expected) and not all(expected)
+    for reuse in (True, False):
+        assert greedy_reconstructed(model, tokenizer, targets, settings, torch.device("cpu"), reuse) == expected
+
+
+def test_decided_is_final_for_every_continuation():
+    value = "078-05"
+    for text in ("", "0", "078-0", "078-05", "078-05-", "078-05a", "1", "07a", "078-05\ufffd"[:7]):
+        outcomes = {reconstructed(value, text + more) for more in ("", "1", "-", "x", "-05", " 1")}
+        if _decided(value, text):
+            assert len(outcomes) == 1, text
+    assert _decided(value, "07x") and _decided(value, "078-05-") and not _decided(value, "078-05")
+    assert not _decided("José", "Jos\ufffd")  # half of a UTF-8 character: the next byte may complete it
+
+
+def test_decodes_token_by_token(tmp_path):
+    chars = CharTokenizer(sorted(set("abc xyz-0123456789")))
+    assert decodes_token_by_token(chars)
+    chars.save(tmp_path / "char")
+    assert decodes_token_by_token(PretrainedTokenizer.from_path(str(tmp_path / "char")))  # a fine-tuned variant's
+    bpe = BpeTokenizer.train(["José Núñez wrote to Zoë"] * 20 + ["the cat sat on the mat"] * 20, 300)
+    assert not decodes_token_by_token(bpe)  # multi-byte characters decode from several tokens together
+
+
+def _pairs(contexts, fillings_per_context):
+    return [(c, f) for c, fs in zip(contexts, fillings_per_context) for f in fs]
+
+
+def test_filling_px_reuses_the_context_with_the_same_scores(random_model):
+    model, tokenizer = random_model
+    contexts = ["ssn of ann: ", "id ", "x" * 40 + "ssn: ", "", "call "]
+    fillings = [["078-05-1120", "219-09-9999", "5"], ["12", "3456"], ["078-05-1120", "0123456789" * 3],
+                ["ab", "cd e"], ["555 0100", "555-0199 x12"]]
+    pairs = _pairs(contexts, fillings)
+    fast = filling_px(model, tokenizer, pairs, 4, torch.device("cpu"))
+    full = filling_px(model, tokenizer, pairs, 4, torch.device("cpu"), reuse_context=False)
+    brute = []
+    for context, filling in pairs:  # one sequence at a time, as _scored_ids cuts it, every window recomputed
+        ids, shared = _scored_ids(tokenizer, context, filling, 24)
+        brute.append(-sum(token_log2probs(model, [ids], 1)[0][shared - 1 :]))
+    assert np.allclose(fast, full, atol=1e-4) and np.allclose(fast, brute, atol=1e-4)
+
+
+def test_fast_and_full_scoring_agree_on_wins_and_ties():
+    """A model whose every prediction is uniform: equal-length candidates tie exactly on both paths,
+    and the seeded tie-breaks then pick the same winners."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz 0123456789-:.")))
+    model = build_model(ModelSpec(arch="gpt2", vocab_size=tokenizer.vocab_size, layers=1, width=16, heads=2,
+                                  context=24)).eval()
+    with torch.no_grad():
+        model.model.lm_head.weight.zero_()  # tied to the input embeddings: logits are all 0
+    pool = {"ssn": [f"{i:03d}-{i % 90 + 10:02d}-{1000 + i}" for i in range(40)] + ["1-2"]}
+    targets = [Target(f"d{i}", "ssn", pool["ssn"][i], f"ssn of person {i}: ") for i in range(30)]
+    sets = candidate_sets(targets, pool, 5, random.Random(4))
+    pairs = [(t.context, v) for t, values in zip(targets, sets) for v in values]
+    fast = filling_px(model, tokenizer, pairs, 8, torch.device("cpu"))
+    full = filling_px(model, tokenizer, pairs, 8, torch.device("cpu"), reuse_context=False)
+    assert np.array_equal(fast, full)
+    wins_fast, ties_fast = inference_wins(fast, sets, random.Random(9))
+    wins_full, ties_full = inference_wins(full, sets, random.Random(9))
+    assert (wins_fast, ties_fast) == (wins_full, ties_full) and ties_fast > 0
 
 
 # ---------------------------------------------------------------- a model that memorized, and one that could not
@@ -158,25 +249,21 @@ def _train(texts):
 @pytest.fixture(scope="module")
 def attacked():
     """Both attacks on a model trained on raw text with repeated SSNs, and on one trained on it masked."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster, and far faster on a busy machine
-    try:
-        docs, spans = _corpus()
-        detectors = build_detectors(["ssn", "person_name"])
-        mask = lambda raw: sanitize_text(raw, detectors, lambda _t: "mask").text  # noqa: E731
-        found = occurrences(docs, spans, ["ssn"])
-        pool = {"ssn": [value for _, _, value, _ in found]}
-        texts = {d["doc_id"]: d["text"] for d in docs}
-        out = {}
-        for sanitized in (False, True):
-            training = [mask(d["text"]) if sanitized else d["text"] for d in docs]
-            model, tokenizer = _train(training)
-            targets = select_targets(found, texts, SETTINGS, mask if sanitized else str, random.Random(1))
-            out[sanitized] = run_attacks(model, tokenizer, targets, pool, SETTINGS, random.Random(2),
-                                         torch.device("cpu"))
-        return out
-    finally:
-        torch.set_num_threads(threads)
+    docs, spans = _corpus()
+    detectors = build_detectors(["ssn", "person_name"])
+    mask = lambda raw: sanitize_text(raw, detectors, lambda _t: "mask").text  # noqa: E731
+    found = occurrences(docs, spans, ["ssn"])
+    pool = {"ssn": [value for _, _, value, _ in found]}
+    texts = {d["doc_id"]: d["text"] for d in docs}
+    out = {}
+    for sanitized in (False, True):
+        training = [mask(d["text"]) if sanitized else d["text"] for d in docs]
+        model, tokenizer = _train(training)
+        targets = select_targets(found, texts, SETTINGS, mask if sanitized else str, random.Random(1))
+        out[sanitized] = run_attacks(model, tokenizer, targets, pool, SETTINGS, random.Random(2),
+                                     torch.device("cpu"))
+        out[("setup", sanitized)] = (model, tokenizer, targets, pool)
+    return out
 
 
 def test_inference_is_well_above_chance_without_sanitization(attacked):
@@ -196,6 +283,19 @@ def test_inference_is_at_chance_with_sanitization(attacked):
 def test_attack_report_holds_no_raw_value(attacked):
     docs, _ = _corpus()
     raw_values = {d["text"][s.start : s.end] for d, spans in [(d, _corpus()[1][d["doc_id"]]) for d in docs] for s in spans}
-    for report in attacked.values():
+    for report in (attacked[False], attacked[True]):
         text = repr(report)
         assert not any(value in text for value in raw_values)
+
+
+def test_fast_and_straightforward_attacks_agree_on_the_model_that_memorized(attacked):
+    model, tokenizer, targets, pool = attacked[("setup", False)]
+    sets = candidate_sets(targets, pool, SETTINGS.candidates, random.Random(2))
+    pairs = [(t.context, v) for t, values in zip(targets, sets) for v in values]
+    fast = filling_px(model, tokenizer, pairs, 64, torch.device("cpu"))
+    full = filling_px(model, tokenizer, pairs, 64, torch.device("cpu"), reuse_context=False)
+    assert np.allclose(fast, full, atol=1e-4)
+    assert inference_wins(fast, sets, random.Random(5)) == inference_wins(full, sets, random.Random(5))
+    done = greedy_reconstructed(model, tokenizer, targets, SETTINGS, torch.device("cpu"))
+    assert done == greedy_reconstructed(model, tokenizer, targets, SETTINGS, torch.device("cpu"), reuse_context=False)
+    assert sum(done) == attacked[False]["reconstruction"]["types"]["ssn"]["successes"]

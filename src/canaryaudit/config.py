@@ -743,6 +743,9 @@ class PiiAttackParams(Section):
     context_chars: int = Field(32, ge=1, le=100_000)  # characters of left context given to the model
     candidates: int = Field(10, ge=2, le=10_000)  # inference: true value among this many (chance 1/candidates)
     batch_size: int = Field(256, ge=1, le=1_000_000)  # sequences per forward pass
+    # CPU threads of the forward passes (null: torch's default). Its calls are small: on 2 busy cores one
+    # thread spent 3x less CPU time than two, waiting on each other (benchmarks/pii_attack_speed.py).
+    threads: int | None = Field(1, ge=1, le=1024)
     reconstruction: PiiReconstructionParams = PiiReconstructionParams()
 
     @field_validator("types")

@@ -30,6 +30,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +40,13 @@ from torch import nn
 from canaryaudit.extraction.metrics import token_log2probs
 from canaryaudit.extraction.sampling import StrategyOptions, sample_batch
 from canaryaudit.extraction.verify import mask_value
+from canaryaudit.pii.detectors import Detector, detect
+from canaryaudit.pii.sanitize import sanitize_text
 from canaryaudit.pii.spans import PiiSpan
+from canaryaudit.schemas import PII_TRUTH, read_checked_jsonl
 from canaryaudit.scoring import max_positions
-from canaryaudit.training.tokenizers import Tokenizer
+from canaryaudit.shared_prefix import continuation_log2probs, greedy_decode, prefix_runner
+from canaryaudit.training.tokenizers import CharTokenizer, Tokenizer
 
 CONFIDENCE = 0.95  # of every interval reported
 
@@ -79,6 +84,33 @@ def occurrences(documents: Iterable[Mapping[str, object]], spans: Mapping[str, S
             if types is None or span.type in types:
                 out.append((doc_id, span.type, text[span.start : span.end], span.start))
     return out
+
+
+def training_spans(raw: Path, documents: Sequence[Mapping[str, object]],
+                   detectors: Sequence[Detector]) -> tuple[dict[str, list[PiiSpan]], str]:
+    """PII spans per training document and where they come from: the ground truth ``raw``/pii_truth.jsonl
+    (the builtin corpus), else the detectors."""
+    truth_path = raw / "pii_truth.jsonl"
+    if truth_path.exists():
+        spans: dict[str, list[PiiSpan]] = defaultdict(list)
+        for row in read_checked_jsonl(PII_TRUTH, truth_path):
+            spans[row["doc_id"]].append(PiiSpan(row["type"], row["start"], row["end"]))
+        return spans, "ground truth (data/raw/pii_truth.jsonl)"
+    return {str(d["doc_id"]): detect(str(d["text"]), detectors) for d in documents}, "detected spans"
+
+
+def context_renderer(enabled: bool, action_for: Callable[[str], str],
+                     detectors: Sequence[Detector]) -> Callable[[str], str]:
+    """The left context as training saw it: sanitized like the training text when sanitization is ``enabled``
+    (``action_for``: the sanitize action per PII type)."""
+    if not enabled:
+        return lambda raw: raw
+
+    def action(pii_type: str) -> str:
+        chosen = action_for(pii_type)
+        return "mask" if chosen == "drop" else chosen  # a dropped document's context: its values stay unseen
+
+    return lambda raw: sanitize_text(raw, detectors, action).text or ""
 
 
 def select_targets(found: Sequence[tuple[str, str, str, int]], texts: Mapping[str, str], settings: AttackSettings,
@@ -135,13 +167,28 @@ def _scored_ids(tokenizer: Tokenizer, context: str, filling: str, limit: int | N
 
 
 def filling_px(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int,
-               device: torch.device) -> np.ndarray:
-    """Px in bits of each filling after its context (summed -log2 probabilities; lower = more likely)."""
+               device: torch.device, reuse_context: bool = True) -> np.ndarray:
+    """Px in bits of each filling after its context (summed -log2 probabilities; lower = more likely).
+
+    Sequences that fit the model's window share their context's pass (one per distinct context, see
+    :mod:`canaryaudit.shared_prefix`); longer ones, models without a reusable state, and every sequence
+    when ``reuse_context`` is off (the straightforward way: tests and benchmarks compare the two) are
+    scored as whole sequences with the sliding windows of token_log2probs.
+    """
     limit = max_positions(model)
     encoded = [_scored_ids(tokenizer, context, filling, limit) for context, filling in pairs]
-    log2p = token_log2probs(model, [ids for ids, _ in encoded], batch_size, device)
-    # log2p[i][j] is log2 Pr(token j + 1 | tokens <= j): the filling's tokens are j + 1 >= shared.
-    return np.array([-float(np.sum(lp[shared - 1 :])) for lp, (_, shared) in zip(log2p, encoded)])
+    runner = prefix_runner(model) if reuse_context else None
+    shared = [i for i, (ids, _) in enumerate(encoded) if runner is not None and (limit is None or len(ids) <= limit)]
+    windowed = sorted(set(range(len(encoded))) - set(shared))
+    px = np.zeros(len(encoded), dtype=np.float64)
+    if runner is not None and shared:
+        scored = continuation_log2probs(runner, [encoded[i] for i in shared], batch_size, device)
+        px[shared] = [-float(np.sum(lp)) for lp in scored]
+    if windowed:
+        log2p = token_log2probs(model, [encoded[i][0] for i in windowed], batch_size, device)
+        # log2p[k][j] is log2 Pr(token j + 1 | tokens <= j): the filling's tokens are j + 1 >= shared.
+        px[windowed] = [-float(np.sum(lp[encoded[i][1] - 1 :])) for lp, i in zip(log2p, windowed)]
+    return px
 
 
 def _greedy(logits: torch.Tensor, _steps: torch.Tensor, _options: StrategyOptions) -> torch.Tensor:
@@ -149,29 +196,89 @@ def _greedy(logits: torch.Tensor, _steps: torch.Tensor, _options: StrategyOption
     return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
 
 
-def greedy_continuations(model: nn.Module, tokenizer: Tokenizer, targets: Sequence[Target], settings: AttackSettings,
-                         device: torch.device) -> list[str]:
-    """The model's greedy continuation of each target's context: the value's token count + extra_tokens tokens.
+def _greedy_windowed(model: nn.Module, prompts: Sequence[list[int]], budgets: Sequence[int], batch_size: int,
+                     eos_id: int, device: torch.device) -> list[list[int]]:
+    """Greedy continuations whose prompt + budget passes the model's window (or of a model without a
+    reusable state): sample_batch, whose decoder slides the window; each row keeps its own budget."""
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (budgets[i], len(prompts[i])))  # similar shapes batch together
+    generator = torch.Generator(device=device).manual_seed(0)  # unused by greedy decoding; sample_batch needs one
+    for first in range(0, len(order), batch_size):
+        batch = order[first : first + batch_size]
+        rows, _ = sample_batch(model, [prompts[i] for i in batch], max(budgets[i] for i in batch), _greedy,
+                               StrategyOptions(eos_id=eos_id), generator, device)
+        for i, row in zip(batch, rows):
+            out[i] = row[len(prompts[i]) : len(prompts[i]) + budgets[i]]
+    return out
 
-    Targets are batched by budget; every prompt of a batch keeps its last tokens so that prompt + budget fits
-    the model's window (a window that slides would rebuild the KV cache at every step).
+
+def _continuation_text(tokenizer: Tokenizer, tokens: Sequence[int]) -> str:
+    return tokenizer.decode([t for t in tokens if t != tokenizer.eos_id])
+
+
+def greedy_reconstructed(model: nn.Module, tokenizer: Tokenizer, targets: Sequence[Target], settings: AttackSettings,
+                         device: torch.device, reuse_context: bool = True) -> list[bool]:
+    """Whether the model's greedy continuation of each target's context spells its value (:func:`reconstructed`).
+
+    Each target decodes its value's token count + extra_tokens tokens after the last tokens of its context
+    that leave room for them in the model's window. When decoding is token by token (the char tokenizer,
+    :func:`decodes_token_by_token`) a row stops as soon as its text has left the value or passed its end:
+    more tokens cannot change the outcome then. ``reuse_context`` off: every row decodes its whole budget
+    with sample_batch (the straightforward way, teacher-forcing each prompt token by token).
     """
     limit = max_positions(model)
-    jobs = [(tokenizer.encode(t.context) or [tokenizer.eos_id], len(tokenizer.encode(t.value)) + settings.extra_tokens)
-            for t in targets]
-    out: list[str] = [""] * len(targets)
-    order = sorted(range(len(jobs)), key=lambda i: (jobs[i][1], len(jobs[i][0])))  # similar shapes batch together
-    generator = torch.Generator(device=device).manual_seed(0)  # unused by greedy decoding; sample_batch needs one
-    options = StrategyOptions(eos_id=tokenizer.eos_id)
-    for first in range(0, len(order), settings.batch_size):
-        batch = order[first : first + settings.batch_size]
-        budget = max(jobs[i][1] for i in batch)
-        keep = None if limit is None else max(1, limit - budget)
-        prompts = [jobs[i][0] if keep is None else jobs[i][0][-keep:] for i in batch]
-        rows, _ = sample_batch(model, prompts, budget, _greedy, options, generator, device)
-        for i, prompt, row in zip(batch, prompts, rows):
-            out[i] = tokenizer.decode([t for t in row[len(prompt) :] if t != tokenizer.eos_id])
-    return out
+    budgets = [len(tokenizer.encode(t.value)) + settings.extra_tokens for t in targets]
+    prompts = []
+    for target, budget in zip(targets, budgets):
+        prompt = tokenizer.encode(target.context) or [tokenizer.eos_id]
+        prompts.append(prompt if limit is None else prompt[-max(1, limit - budget) :])
+    runner = prefix_runner(model) if reuse_context else None
+    fast = [i for i in range(len(targets))
+            if runner is not None and (limit is None or len(prompts[i]) + budgets[i] <= limit)]
+    slow = sorted(set(range(len(targets))) - set(fast))
+    tokens: list[list[int]] = [[] for _ in targets]
+    if runner is not None and fast:
+        stops_early = decodes_token_by_token(tokenizer)
+
+        def settled(n: int, so_far: list[int]) -> bool:
+            return stops_early and _decided(targets[fast[n]].value, _continuation_text(tokenizer, so_far))
+
+        decoded = greedy_decode(runner, [prompts[i] for i in fast], [budgets[i] for i in fast], settings.batch_size,
+                                device, settled)
+        for i, row in zip(fast, decoded):
+            tokens[i] = row
+    if slow:
+        decoded = _greedy_windowed(model, [prompts[i] for i in slow], [budgets[i] for i in slow], settings.batch_size,
+                                   tokenizer.eos_id, device)
+        for i, row in zip(slow, decoded):
+            tokens[i] = row
+    return [reconstructed(t.value, _continuation_text(tokenizer, row)) for t, row in zip(targets, tokens)]
+
+
+def decodes_token_by_token(tokenizer: Tokenizer, block: int = 64) -> bool:
+    """Whether decoding is the concatenation of each token's own text (<eos> silent): then a greedy row's text
+    only grows at its end, and a row whose text has left the value can stop. The char tokenizer does, and so
+    does its Hugging Face form (the ``pretrained`` kind a fine-tuned variant saves): checked over the whole
+    vocabulary in blocks, in both orders (byte-level BPE fails: partial UTF-8 bytes decode together)."""
+    if isinstance(tokenizer, CharTokenizer):
+        return True
+    tokens = [token for token in range(tokenizer.vocab_size) if token != tokenizer.eos_id]
+    pieces = {token: tokenizer.decode([token]) for token in tokens}
+    for order in (tokens, tokens[::-1]):
+        for first in range(0, len(order), block):
+            chunk = order[first : first + block]
+            if tokenizer.decode(chunk) != "".join(pieces[t] for t in chunk):
+                return False
+    return True
+
+
+def _decided(value: str, text: str) -> bool:
+    """Whether :func:`reconstructed` of ``value`` is fixed for every continuation that starts with ``text``:
+    the text has left the value, or holds it and the character after it. A replacement character (a partial
+    UTF-8 byte sequence, or <unk>) never decides: more bytes may still decode into the value's character."""
+    if "\ufffd" in text:
+        return False
+    return not value.startswith(text[: len(value)]) or len(text) > len(value)
 
 
 def reconstructed(value: str, continuation: str) -> bool:
@@ -250,8 +357,7 @@ def run_attacks(model: nn.Module, tokenizer: Tokenizer, targets: Sequence[Target
         "reconstruction": None,
     }
     if settings.reconstruction:
-        continuations = greedy_continuations(model, tokenizer, targets, settings, device)
-        done = [reconstructed(t.value, c) for t, c in zip(targets, continuations)]
+        done = greedy_reconstructed(model, tokenizer, targets, settings, device)
         report["reconstruction"] = {
             "types": _by_type(targets, done, None),
             "examples": masked_examples(targets, done),
