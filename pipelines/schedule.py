@@ -12,8 +12,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from canaryaudit.cli.schedule import add_schedule_arguments, cmd_schedule
     from canaryaudit.errors import CanaryAuditError
-    from canaryaudit.orchestration import add_schedule_arguments, cmd_schedule
 
     parser = argparse.ArgumentParser(prog="pipelines/schedule.py", description=__doc__.split("\n\n")[0])
     add_schedule_arguments(parser)

@@ -30,15 +30,16 @@ def close_parent_run(params: Params, summary: dict[str, Any], gate: dict[str, An
     settings = {"report": params.report.model_dump(mode="json"),
                 "gate": {"rules": [r.model_dump(mode="json", exclude_none=True) for r in params.gate.rules]}}
     run_id = tracker.log_stage("report", settings, summary_metrics(summary))
-    tracker.client.set_tag(run_id, "canaryaudit.gate", "passed" if gate["passed"] else "failed")
+    tags = {"canaryaudit.gate": "passed" if gate["passed"] else "failed"}
     for variant in params.train.variants:
         model = params.train.variant(variant).model
-        tracker.client.set_tag(run_id, f"canaryaudit.model.{variant}", f"{model.arch} {model.layers}x{model.width}")
+        tags[f"canaryaudit.model.{variant}"] = f"{model.arch} {model.layers}x{model.width}"
     for name, external in params.train.external.items():
-        tracker.client.set_tag(run_id, f"canaryaudit.model.{name}", f"external {Path(external.path).name}")
+        tags[f"canaryaudit.model.{name}"] = f"external {Path(external.path).name}"
+    tracker.set_tags(run_id, tags)
     tracking.log_provenance(tracker, run_id, provenance)
     for path in files:
-        tracker.client.log_artifact(run_id, str(path), artifact_path="report")
+        tracker.log_artifact(run_id, path, artifact_path="report")
     tracker.finish_pipeline_run(run_id, "FINISHED")
     return run_id
 

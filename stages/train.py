@@ -10,11 +10,11 @@ from canaryaudit.io import write_csv, write_json
 from canaryaudit.report.summary import stage_metrics
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
+from canaryaudit.training.base import fine_tune_settings
 from canaryaudit.training.checkpoint import clear_checkpoints
 from canaryaudit.training.data import file_sha256
 from canaryaudit.training.distributed import World, close_world, init_world, launched_by_torchrun, quiet_workers
 from canaryaudit.training.loop import Trainer, resolve_device
-from canaryaudit.training.base import fine_tune_settings
 from canaryaudit.training.models import count_parameters
 from canaryaudit.training.pipeline import (
     build_variant_model,
@@ -114,7 +114,7 @@ def _train_and_save(args, settings, key, model, spec, data, shas, tracker, run_i
         tracker.log_metrics(run_id, final, step=result.epochs_run)  # details; headline numbers as in summary.json:
         tracker.log_metrics(run_id, stage_metrics("train", args.variant, report))
         tracker.log_json_artifact(run_id, card, "model_card.json")
-        tracker.client.log_artifacts(run_id, str(args.out), artifact_path="model")  # the trained model, as audited
+        tracker.log_artifacts(run_id, args.out, artifact_path="model")  # the trained model, as audited
         tracker.finish(run_id)
     return result
 

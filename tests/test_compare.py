@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from canaryaudit.compare import add_compare_arguments, cmd_compare, format_table, rows_for_run, to_csv, variant_metrics
+from canaryaudit.cli.compare import add_compare_arguments, cmd_compare
+from canaryaudit.compare import format_table, rows_for_run, to_csv, variant_metrics
 from tests.conftest import REPO
 from tests.test_report import LOG2_R, make_reports
 

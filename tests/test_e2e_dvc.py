@@ -144,10 +144,10 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": "e2e"}
     cli = str(Path(sys.executable).with_name("canaryaudit"))
     proc = subprocess.run([cli, "audit"], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gate = json.loads((ws / "reports/gate.json").read_text())
+    assert proc.returncode == (0 if gate["passed"] else 1), proc.stdout + proc.stderr  # a failed gate fails the audit
     assert "Outputs:" in proc.stdout and "data/augmented/train.jsonl" in proc.stdout
     assert f"Privacy report: {ws / 'reports' / 'index.html'}" in proc.stdout
-    gate = json.loads((ws / "reports/gate.json").read_text())
     assert f"Privacy gate: {'PASSED' if gate['passed'] else 'FAILED'} " in proc.stdout  # what gate.json says
 
     client = MlflowClient(uri)

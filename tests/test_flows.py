@@ -216,9 +216,21 @@ def test_workspace_lock_excludes_a_second_holder_and_names_it(tmp_path):
     assert messages and "waiting for the workspace lock" in messages[0]
     with orc.workspace_lock(tmp_path, timeout=0.5):  # released
         pass
-    from canaryaudit import cli
 
-    assert cli._lock_path(tmp_path) == orc.lock_path(tmp_path)  # `canaryaudit audit` takes the same lock
+
+def test_canaryaudit_audit_waits_for_the_lock_a_flow_holds(tmp_path, capsys):
+    """`canaryaudit audit` runs `dvc repro` only once the workspace lock (held here as a flow holds it) is free."""
+    from canaryaudit.cli.audit import run_repro
+
+    box: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: box.setdefault("code", run_repro(tmp_path, [], None)))
+    with orc.workspace_lock(tmp_path, who="flow run"):
+        thread.start()
+        thread.join(timeout=1.5)
+        assert thread.is_alive() and "code" not in box  # waiting, dvc not started
+    thread.join(timeout=120)
+    assert box["code"] != 0  # then dvc ran: tmp_path is no DVC repository
+    assert "waiting for the workspace lock" in capsys.readouterr().err
 
 
 def test_list_stages_reads_the_real_pipeline_in_dependency_order():
@@ -397,12 +409,14 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from canaryaudit.cli.schedule import add_schedule_arguments, cmd_schedule, schedule_parameters
+
     ws = fake_workspace(tmp_path / "ws", {"a": STAGE_A})
     parser = argparse.ArgumentParser()
-    orc.add_schedule_arguments(parser)
+    add_schedule_arguments(parser)
     args = parser.parse_args(["--cron", "0 3 * * *", "--workspace", str(ws), "-S", "train.epochs=2",
                               "--variants", "dp", "--retries", "train=3", "--timezone", "Europe/Paris"])
-    params = orc.schedule_parameters(args)
+    params = schedule_parameters(args)
     assert params == {"overrides": ["train.epochs=2"], "retries": {"train": 3}, "default_retries": 2,
                       "fail_on_gate": True, "variants": ["dp"]}
 
@@ -438,7 +452,7 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
         orc.build_deployment("every night", ws)
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert orc.cmd_schedule(args) == 2
+        assert cmd_schedule(args) == 2
     err = capsys.readouterr().err
     assert "prefect server start --host 127.0.0.1" in err and "PREFECT_API_URL" in err
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from canaryaudit.config import GATE_CHECKS, GateRule
-from canaryaudit.gate import CHECKS, add_gate_arguments, cmd_gate, evaluate_gate, evaluate_rule, format_table
+from canaryaudit.cli.gate import add_gate_arguments, cmd_gate
+from canaryaudit.gate import CHECKS, evaluate_gate, evaluate_rule, format_table
 from canaryaudit.report.inputs import load_inputs
 from tests.test_report import make_reports
 

@@ -11,26 +11,17 @@ epsilon in nats (empty = trained without DP).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from canaryaudit.report.summary import METRIC_PREFIX
-from canaryaudit.tracking import experiment_name, tracking_uri
+from canaryaudit.tracking import pipeline_runs
 
 FIXED_COLUMNS = ("run", "started", "status", "gate", "variant", "model", "parameters", "epsilon", "test_perplexity")
 TAIL_COLUMNS = ("extracted_canaries", "memorized_samples", "mia_auc")
-
-
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", default=None,
-                        help="MLflow experiment (default: $CANARYAUDIT_EXPERIMENT or canaryaudit)")
-    parser.add_argument("--last", type=int, default=10, metavar="N", help="the N most recent pipeline runs (default: 10)")
-    parser.add_argument("--csv", default=None, metavar="PATH", help="also write the table as CSV")
 
 
 def variant_metrics(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
@@ -144,40 +135,12 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def comparison_rows(client: Any, experiment: str, last: int) -> list[dict[str, Any]] | None:
+def comparison_rows(experiment: str, last: int, uri: str) -> list[dict[str, Any]] | None:
     """Rows of the ``last`` most recent pipeline runs of ``experiment``, newest first; None if no such experiment."""
-    found = client.get_experiment_by_name(experiment)
+    found = pipeline_runs(experiment, last, uri)
     if found is None:
         return None
-    ids = [found.experiment_id]
-    parents = client.search_runs(ids, "tags.`canaryaudit.role` = 'pipeline'", max_results=last,
-                                 order_by=["attributes.start_time DESC"])
-    children = client.search_runs(ids, "tags.`canaryaudit.role` = 'variant'", max_results=50_000)
-    by_parent: dict[str, list[Any]] = {}
-    for child in children:
-        by_parent.setdefault(child.data.tags.get("mlflow.parentRunId", ""), []).append(child)
-    return [row for run in parents for row in rows_for_run(run, by_parent.get(run.info.run_id, []))]
+    parents, children = found
+    return [row for run in parents for row in rows_for_run(run, children.get(run.info.run_id, []))]
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Print the runs side by side (and write CSV); exit 2 when the store or experiment has no runs."""
-    from mlflow.tracking import MlflowClient
-
-    from canaryaudit.io import atomic_open
-
-    if args.last < 1:
-        print("error: --last must be >= 1", file=sys.stderr)
-        return 2
-    experiment = args.experiment or experiment_name()
-    uri = tracking_uri()
-    rows = comparison_rows(MlflowClient(uri), experiment, args.last)
-    if not rows:
-        what = "no experiment" if rows is None else "no pipeline runs in experiment"
-        print(f"error: {what} {experiment!r} in {uri}; run `canaryaudit audit` first", file=sys.stderr)
-        return 2
-    print(format_table(rows))
-    if args.csv:
-        with atomic_open(args.csv) as handle:
-            handle.write(to_csv(rows))
-        print(f"\nwritten: {args.csv}")
-    return 0

@@ -60,7 +60,6 @@ def _retry_condition(task: Any, task_run: Any, state: Any) -> bool:
 
 def _flow_run_info() -> dict[str, str]:
     from prefect import runtime
-
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     info = {"id": str(runtime.flow_run.id or ""), "name": str(runtime.flow_run.name or "")}
@@ -132,7 +131,7 @@ def audit(
     retries: dict[str, int] | None = None,
     default_retries: int = 2,
     retry_backoff_seconds: float = 10.0,
-    fail_on_gate: bool = True,
+    fail_on_gate: bool = orc.FAIL_ON_GATE,
     lock_timeout_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Run the audit pipeline of ``workspace`` and return the gate verdict.
@@ -179,7 +178,7 @@ def audit(
                     except orc.StageFailed as exc:
                         logger.error("stage %s failed (%s); stopping the audit", stage.name, exc.kind)
                         if tracker and mlflow_run:
-                            tracker.client.set_tag(mlflow_run, "canaryaudit.failed_stage", stage.name)
+                            tracker.set_tags(mlflow_run, {"canaryaudit.failed_stage": stage.name})
                         raise
                 verdict = orc.read_gate(root, stages, [s.name for s in selected])
                 outcome = "FINISHED"
@@ -233,7 +232,7 @@ def _report_gate(root: Path, verdict: orc.GateVerdict, mlflow_run: str | None, t
     """Log the verdict; on a failure also a markdown artifact and a ``canaryaudit.gate.failed`` event."""
     if tracker and mlflow_run:
         with contextlib.suppress(Exception):
-            tracker.client.set_tag(mlflow_run, "canaryaudit.gate", verdict.status)
+            tracker.set_tags(mlflow_run, {"canaryaudit.gate": verdict.status})
     with contextlib.suppress(Exception):
         _add_flow_run_tags(f"gate:{verdict.status}")
     if verdict.status == "failed":
@@ -393,29 +392,12 @@ def sweep(
     sweep_run = point_runs = None
     if tracker:
         info = _flow_run_info()
-        sweep_run = tracker.client.create_run(
-            tracker.experiment_id,
-            run_name=name,
-            tags={"canaryaudit.role": "sweep", "canaryaudit.sweep": name, "canaryaudit.launcher": "prefect",
-                  **tracking.owner_tags(),  # a killed sweep's runs are marked KILLED by the next start
-                  **{f"prefect.flow_run_{k}": v for k, v in info.items() if v}},
-        ).info.run_id
-        tracker.client.log_param(sweep_run, "grid", json.dumps(grid)[:6000])
+        sweep_run = tracker.start_sweep_run(
+            name, grid, {"canaryaudit.launcher": "prefect", **{f"prefect.flow_run_{k}": v for k, v in info.items() if v}}
+        )  # owned by this process: a killed sweep's runs are marked KILLED by the next start
         with contextlib.suppress(Exception):
             _add_flow_run_tags(f"mlflow-run:{sweep_run}")
-        point_runs = {}
-        for p in planned:
-            run = tracker.client.create_run(
-                tracker.experiment_id,
-                run_name=f"{name}/{p['point']} {p['label']}"[:250],
-                tags={"mlflow.parentRunId": sweep_run, "canaryaudit.role": "pipeline", "canaryaudit.sweep": name,
-                      "canaryaudit.sweep_point": p["point"], "canaryaudit.sweep_label": p["label"],
-                      "canaryaudit.launcher": "prefect-sweep", **tracking.owner_tags(),
-                      "canaryaudit.workspace": str(work / p["point"])},
-            )
-            point_runs[p["point"]] = run.info.run_id
-            for key, value in p["params"].items():
-                tracker.client.log_param(run.info.run_id, f"grid.{key}", json.dumps(value))
+        point_runs = {p["point"]: tracker.start_sweep_point_run(sweep_run, name, p, work / p["point"]) for p in planned}
 
     runner = run_point.with_options(
         retries=retries, retry_delay_seconds=exponential_backoff(retry_backoff_seconds) if retries else 0
@@ -464,7 +446,7 @@ def sweep(
     if tracker and sweep_run:
         for path in files.values():
             with contextlib.suppress(Exception):
-                tracker.client.log_artifact(sweep_run, str(path))
+                tracker.log_artifact(sweep_run, path)
         tracker.finish(sweep_run, "FAILED" if failed else "FINISHED")
     logger.info("sweep %s: %d points, comparison in %s", name, len(points), out_dir)
     summary = {

@@ -12,15 +12,12 @@ Measurements are registered by the ``check`` name used in params.yaml
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from canaryaudit.config import ALL_VARIANTS
-from canaryaudit.errors import CanaryAuditError
 from canaryaudit.registry import Registry
 from canaryaudit.report import measures
 from canaryaudit.report.inputs import ReportInputs, load_inputs
@@ -318,64 +315,6 @@ def format_table(gate: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- CLI
 
 
-def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file with gate.rules (default: params.yaml)")
-    parser.add_argument("--reports", default="reports", help="the pipeline's reports folder (default: reports)")
-    parser.add_argument("--out", default=None, help="also write the result as JSON here (e.g. reports/gate.json)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 2 when `dvc status` says the reports are out of date (default: a warning)")
-    parser.add_argument("--no-status", action="store_true", help="do not run `dvc status` (no staleness check)")
-
-
-#: What `dvc status` reports that makes a stage's outputs stale: its inputs or code changed, or an
-#: output was edited. A deleted or uncached output (a CI checkout with only the committed reports)
-#: says nothing about the reports themselves.
-_STALE_KINDS = ("changed deps", "changed command")
-
-
-def stale_stages(root: Path, timeout: float = 300.0) -> tuple[list[str] | None, str | None]:
-    """(stages whose outputs are out of date, with what changed; None when unknown), why unknown.
-
-    Asks ``dvc status --json`` in ``root``. The report stage is left out: the gate reads the stage
-    reports, not its outputs, and any params edit (gate.rules included) makes it out of date.
-    """
-    import json
-    import os
-    import shutil
-    import subprocess
-
-    if not (root / "dvc.yaml").is_file():
-        return None, f"no dvc.yaml in {root}"
-    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
-    try:
-        proc = subprocess.run([dvc, "status", "--json"], cwd=root, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-        status = json.loads(proc.stdout or "{}") if proc.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
-        return None, f"dvc status failed ({exc})"
-    if not isinstance(status, dict):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return None, f"dvc status failed ({tail[0][:200]})"
-    stale = []
-    for stage, entries in status.items():
-        if stage == "report" or not isinstance(entries, list):
-            continue
-        changed: list[str] = []
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            for kind in _STALE_KINDS:
-                if kind in entry:
-                    detail = entry[kind]
-                    changed.extend(detail if isinstance(detail, dict) else [kind.removeprefix("changed ")])
-            outs = entry.get("changed outs")
-            if isinstance(outs, dict):
-                changed.extend(f"{path} (edited)" for path, what in outs.items() if what == "modified")
-        if changed:
-            stale.append(f"{stage} ({', '.join(sorted(map(str, changed))[:4])})")
-    return stale, None
-
-
 def invalid_inputs(inputs: ReportInputs, reports_dir: Path) -> str | None:
     """Why the inputs cannot be judged at all (exit 2), or None."""
     if not reports_dir.is_dir():
@@ -387,37 +326,3 @@ def invalid_inputs(inputs: ReportInputs, reports_dir: Path) -> str | None:
     return None
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    """Evaluate the gate, print a table; exit 0 all pass, 1 a rule fails, 2 inputs missing or invalid."""
-    from canaryaudit.config import load_params
-    from canaryaudit.io import write_json
-
-    reports_dir = Path(args.reports)
-    try:
-        params = load_params(args.params)
-        rules = params.gate.rules
-        inputs = gate_inputs(rules, reports_dir, params.train.audited)
-    except CanaryAuditError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    problem = invalid_inputs(inputs, reports_dir) if rules else None
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_INVALID
-    if rules and not getattr(args, "no_status", False):
-        stale, unknown = stale_stages(Path(args.params).resolve().parent)
-        if stale:
-            what = (f"the reports may be out of date: dvc status says {len(stale)} stage(s) changed since they ran: "
-                    f"{'; '.join(stale[:6])}{' ...' if len(stale) > 6 else ''}; rerun them (canaryaudit audit)")
-            if getattr(args, "strict", False):
-                print(f"error: {what} (--strict)", file=sys.stderr)
-                return EXIT_INVALID
-            print(f"warning: {what}; judging them anyway (--strict fails instead)", file=sys.stderr)
-        elif unknown and getattr(args, "strict", False):
-            print(f"error: cannot tell whether the reports are current: {unknown} (--strict)", file=sys.stderr)
-            return EXIT_INVALID
-    gate = evaluate_gate(rules, inputs)
-    if getattr(args, "out", None):
-        write_json(args.out, gate)
-    print(format_table(gate) if rules else "gate PASSED (no rules configured in gate.rules)")
-    return EXIT_PASSED if gate["passed"] else EXIT_FAILED

@@ -445,7 +445,6 @@ class Tracker:
         self.client.set_tag(run_id, f"canaryaudit.stage.{stage}", "done")
         return run_id
 
-
     # -------------------------------------------------------------- variant (child) runs
 
     def start_variant_run(self, stage: str, variant: str, params: Mapping[str, Any]) -> str:
@@ -475,6 +474,58 @@ class Tracker:
     def log_json_artifact(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, obj, artifact_file)
 
+    def log_inputs(self, run_id: str, datasets: list[Any]) -> None:
+        """MLflow dataset inputs (``mlflow.entities.DatasetInput``) of the run."""
+        self.client.log_inputs(run_id, datasets=datasets)
+
+    def log_artifact(self, run_id: str, path: Path | str, artifact_path: str | None = None) -> None:
+        """One file into the run's artifacts (under ``artifact_path``)."""
+        self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: Path | str, artifact_path: str | None = None) -> None:
+        """A folder's files into the run's artifacts (under ``artifact_path``)."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, tags=items[i : i + 100])
+
+    def metrics_of(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric the run logged."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def start_sweep_run(self, name: str, grid: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """The parent run of a sweep (role ``sweep``), with its grid as a param; owned by this process."""
+        run = self.client.create_run(
+            self.experiment_id, run_name=name,
+            tags={"canaryaudit.role": "sweep", "canaryaudit.sweep": name, **owner_tags(), **tags},
+        )
+        self.client.log_param(run.info.run_id, "grid", _param_value(json.dumps(dict(grid))))
+        return run.info.run_id
+
+    def start_sweep_point_run(self, sweep_run: str, sweep: str, point: Mapping[str, Any], workspace: Path) -> str:
+        """A sweep point's pipeline run, nested under the sweep's, its grid values as ``grid.KEY`` params.
+
+        ``point``: ``{"point": id, "label": text, "params": {dotted key: value}}``; its stages log into
+        this run as into any pipeline run.
+        """
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{sweep}/{point['point']} {point['label']}"[:250],
+            tags={"mlflow.parentRunId": sweep_run, "canaryaudit.role": "pipeline", "canaryaudit.sweep": sweep,
+                  "canaryaudit.sweep_point": point["point"], "canaryaudit.sweep_label": point["label"],
+                  "canaryaudit.launcher": "prefect-sweep", **owner_tags(), "canaryaudit.workspace": str(workspace)},
+        )
+        params = [Param(f"grid.{k}", json.dumps(v)) for k, v in point["params"].items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+        return run.info.run_id
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
@@ -500,6 +551,24 @@ def log_stage(stage: str, params: Mapping[str, Any], metrics: Mapping[str, float
     return Tracker().log_stage(stage, params, metrics)
 
 
+def pipeline_runs(experiment: str, last: int, uri: str) -> tuple[list[Any], dict[str, list[Any]]] | None:
+    """The ``last`` most recent pipeline runs of ``experiment`` (newest first) and, by parent run id, their
+    nested variant runs; None when the store has no such experiment. Reads only: creates nothing."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    ids = [found.experiment_id]
+    parents = client.search_runs(ids, "tags.`canaryaudit.role` = 'pipeline'", max_results=last,
+                                 order_by=["attributes.start_time DESC"])
+    children: dict[str, list[Any]] = {}
+    for child in client.search_runs(ids, "tags.`canaryaudit.role` = 'variant'", max_results=50_000):
+        children.setdefault(child.data.tags.get("mlflow.parentRunId", ""), []).append(child)
+    return list(parents), children
+
+
 def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
     """Tags of a run's provenance (see :mod:`canaryaudit.report.provenance`): code, settings, data, models."""
     tags: dict[str, str] = {}
@@ -520,15 +589,13 @@ def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
 
 def log_provenance(tracker: Tracker, run_id: str, provenance: Mapping[str, Any]) -> None:
     """Provenance tags, and each data file as an MLflow dataset input (name, sha256 digest, path)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    tags = [RunTag(k, v) for k, v in provenance_tags(provenance).items()]
-    for i in range(0, len(tags), 100):
-        tracker.client.log_batch(run_id, tags=tags[i : i + 100])
+    tracker.set_tags(run_id, provenance_tags(provenance))
     inputs = [
         DatasetInput(Dataset(name=rel, digest=str(digest)[:36], source_type="local", source=f"data/{rel}"),
                      tags=[InputTag("mlflow.data.context", rel.partition("/")[0]), InputTag("sha256", str(digest))])
         for rel, digest in (provenance.get("data_sha256") or {}).items()
     ]
     if inputs:
-        tracker.client.log_inputs(run_id, datasets=inputs)
+        tracker.log_inputs(run_id, inputs)

@@ -130,10 +130,9 @@ def complete_parent_run(tracker: Any, run_id: str, summary_path: Path) -> bool:
     committed ``reports/summary.json`` is then current (the repro succeeded) and holds them. A run that
     logged nothing at all is left empty (it is deleted as a no-op).
     """
-    run = tracker.client.get_run(run_id)
-    if "gate.passed" in run.data.metrics or tracker.logged_nothing(run_id) or not summary_path.is_file():
+    if "gate.passed" in tracker.metrics_of(run_id) or tracker.logged_nothing(run_id) or not summary_path.is_file():
         return False
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     tracker.log_metrics(run_id, summary_metrics(summary))
-    tracker.client.set_tag(run_id, "canaryaudit.summary_from", f"{summary_path.name} (report stage up to date)")
+    tracker.set_tags(run_id, {"canaryaudit.summary_from": f"{summary_path.name} (report stage up to date)"})
     return True
