@@ -25,11 +25,11 @@ from pathlib import Path
 from canaryaudit.canaries import parse_format
 from canaryaudit.config import parse_params
 from canaryaudit.corpus.emails import generate_emails
+from canaryaudit.exposure.scoring import NextTokenScorer
+from canaryaudit.exposure.search import canary_space, exact_rank, shortest_path
 from canaryaudit.io import atomic_open
-from canaryaudit.scoring import NextTokenScorer
-from canaryaudit.search import canary_space, exact_rank, shortest_path
-from canaryaudit.training.loop import Trainer
 from canaryaudit.training.data import chunk_stream, sequence_dataset, token_stream
+from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model
 from canaryaudit.training.tokenizers import BpeTokenizer, CharTokenizer
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from canaryaudit.canaries import parse_format
+from canaryaudit.exposure.scoring import NextTokenScorer, float64_copy, log_perplexity_bits, path_px, score_candidates
+from canaryaudit.exposure.search import canary_space, candidate_tokens, exact_rank
 from canaryaudit.io import atomic_open
-from canaryaudit.scoring import NextTokenScorer, float64_copy, log_perplexity_bits, path_px, score_candidates
-from canaryaudit.search import canary_space, candidate_tokens, exact_rank
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
 

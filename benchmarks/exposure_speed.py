@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from canaryaudit.config import load_params
+from canaryaudit.exposure.scoring import NextTokenScorer, log_perplexity_bits, score_tree
+from canaryaudit.exposure.search import canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.io import atomic_open, read_jsonl
-from canaryaudit.scoring import NextTokenScorer, log_perplexity_bits, score_tree
-from canaryaudit.search import canary_space, candidate_tokens, exact_rank, shortest_path
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from canaryaudit.config import load_params
 from canaryaudit.extraction.pipeline import AuditedModel, active_metrics, membership_inference
 from canaryaudit.io import atomic_open, read_jsonl
-from canaryaudit.mia import membership_documents
+from canaryaudit.privacy.membership import membership_documents
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
 

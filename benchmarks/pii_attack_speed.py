@@ -37,11 +37,18 @@ import torch
 
 from canaryaudit.config import load_params
 from canaryaudit.io import atomic_open
-from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
-from canaryaudit.pii_attack import (
-    AttackSettings, candidate_sets, context_renderer, filling_px, greedy_reconstructed, inference_wins, occurrences,
-    select_targets, training_spans,
+from canaryaudit.pii.attack import (
+    AttackSettings,
+    candidate_sets,
+    context_renderer,
+    filling_px,
+    greedy_reconstructed,
+    inference_wins,
+    occurrences,
+    select_targets,
+    training_spans,
 )
+from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from canaryaudit.canaries import parse_format
-from canaryaudit.search import canary_space, candidate_tokens
-from canaryaudit.scoring import NextTokenScorer
+from canaryaudit.exposure.scoring import NextTokenScorer
+from canaryaudit.exposure.search import canary_space, candidate_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

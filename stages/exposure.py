@@ -6,13 +6,13 @@ import random
 from pathlib import Path
 
 from canaryaudit import tracking
-from canaryaudit.report.summary import insertion_key, stage_metrics
 from canaryaudit.config import load_params
 from canaryaudit.errors import DataError, ParamsError
-from canaryaudit.exposure_audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
+from canaryaudit.exposure.audit import EXTRACTION_DEFINITION, audit_format, summarize_by_insertions
+from canaryaudit.exposure.token_space import LossyTokenizer
 from canaryaudit.io import write_csv, write_json
+from canaryaudit.report.summary import insertion_key, stage_metrics
 from canaryaudit.schemas import CANARIES, EXPOSURE, read_checked_jsonl, validate_records
-from canaryaudit.token_space import LossyTokenizer
 from canaryaudit.stagekit import log, run_stage, stage_parser
 from canaryaudit.training.loop import resolve_device
 from canaryaudit.training.models import load_model_folder

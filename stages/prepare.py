@@ -6,9 +6,9 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import load_params
+from canaryaudit.corpus.sources import describe, load_corpus, split_documents, truth_records
 from canaryaudit.io import write_json, write_jsonl
 from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, validate_records
-from canaryaudit.sources import describe, load_corpus, split_documents, truth_records
 from canaryaudit.stagekit import log, run_stage, stage_parser
 
 

@@ -1,7 +1,7 @@
 """DVC stage `pretrain`: the public base model every variant fine-tunes from (train.init: pretrain).
 
 Builds the public corpus of pretrain.source (disjoint from the private corpus: see
-canaryaudit.public_corpus), sanitizes it like the private text, trains a base model on it
+canaryaudit.corpus.public), sanitizes it like the private text, trains a base model on it
 without DP and writes models/pretrain (Hugging Face layout) and data/public. With
 pretrain.source: none both folders hold only a manifest saying so, and every variant trains
 from scratch.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from canaryaudit import tracking
 from canaryaudit.config import Params, load_params
+from canaryaudit.corpus.public import PublicCorpus, load_public_corpus
 from canaryaudit.io import atomic_folder, write_json, write_jsonl
 from canaryaudit.pii.detectors import EntropyOptions, build_detectors
 from canaryaudit.pii.sanitize import sanitize_records
-from canaryaudit.public_corpus import PublicCorpus, load_public_corpus
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl, validate_records
 from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
 from canaryaudit.training.base import pretrain_settings

@@ -7,12 +7,12 @@ from pathlib import Path
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.corpus.adversarial import ADVERSARIAL_TYPES, generate_adversarial
+from canaryaudit.corpus.sources import SPLITS
 from canaryaudit.io import write_json
 from canaryaudit.pii.detectors import EntropyOptions, build_detectors, detect
 from canaryaudit.pii.sanitize import sanitize_records, score_detection, scores_table
 from canaryaudit.pii.spans import PII_TYPES, PiiSpan
 from canaryaudit.schemas import DOCUMENTS, PII_TRUTH, read_checked_jsonl, write_checked_jsonl
-from canaryaudit.sources import SPLITS
 from canaryaudit.stagekit import log, run_stage, stage_parser
 
 

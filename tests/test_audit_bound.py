@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from canaryaudit.audit import (
+from canaryaudit.privacy.empirical_epsilon import (
     choose_guesses,
     empirical_epsilon,
     epsilon_ceiling_one_run,

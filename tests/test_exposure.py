@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from canaryaudit.exposure import exposure_extrapolation, exposure_from_rank, exposure_interpolation, fit_skew_normal
+from canaryaudit.exposure.estimators import (
+    exposure_extrapolation,
+    exposure_from_rank,
+    exposure_interpolation,
+    fit_skew_normal,
+)
 
 REFS = np.arange(1, 17, dtype=float)  # 1..16: N = 16, log2 N = 4
 
@@ -67,7 +72,7 @@ def test_log_space_tail_integral_agrees_with_scipy_where_both_work():
 
 
 def test_cap_at_space_flags_every_capped_value():
-    from canaryaudit.exposure import cap_at_space
+    from canaryaudit.exposure.estimators import cap_at_space
 
     values, capped = cap_at_space(np.array([43.65, 29.9, 12.0, 29.897352853986263]), 29.897352853986263)
     assert values.tolist() == [29.897352853986263, 29.897352853986263, 12.0, 29.897352853986263]
@@ -75,7 +80,7 @@ def test_cap_at_space_flags_every_capped_value():
 
 
 def test_interpolation_saturates_only_when_likelier_than_every_reference():
-    from canaryaudit.exposure import interpolation_saturated
+    from canaryaudit.exposure.estimators import interpolation_saturated
 
     refs = np.array([3.0, 4.0, 5.0, 6.0])
     px = np.array([2.9, 3.0, 4.5])

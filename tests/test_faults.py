@@ -333,7 +333,7 @@ def test_static_rules_are_in_params_check(tmp_path, capsys, dotted, value, messa
 
 def test_word_alphabet_with_the_char_tokenizer(tmp_path, capsys):
     """Words spelled letter by letter are searched like any multi-token symbol (token_space)."""
-    from canaryaudit.search import canary_space
+    from canaryaudit.exposure.search import canary_space
     from canaryaudit.training.tokenizers import CharTokenizer
 
     raw = tiny(canaries__alphabets={"d": "0123456789", "w": ["apple", "pear", "plum"]})
@@ -462,7 +462,7 @@ def test_file_source_outside_the_workspace(ws, tmp_path):
     name = params_file(ws, "outside", tiny(data__source=f"file:{rel}"))
     proc = run_stage(ws, "prepare", "--params", name, "--out", "tmp/o", "--report", "tmp/o.json", check=False)
     assert_clear(proc, f"data.source: file:{rel} resolves to {outside.resolve()}", "data.allow_outside_workspace: true")
-    from canaryaudit.sources import load_corpus
+    from canaryaudit.corpus.sources import load_corpus
 
     allowed = parse_params(tiny(data__source=f"file:{rel}", data__allow_outside_workspace=True)).data
     assert len(load_corpus(allowed, ws).documents) == 3
@@ -475,7 +475,7 @@ def test_random_bytes_are_not_a_corpus(ws):
     name = params_file(ws, "noise", tiny(data__source="file:noise.jsonl"))
     proc = run_stage(ws, "prepare", "--params", name, "--out", "tmp/r", "--report", "tmp/r.json", check=False)
     assert_clear(proc, "file:noise.jsonl: only", "data.min_word_fraction = 0.3")
-    from canaryaudit.sources import word_fraction
+    from canaryaudit.corpus.sources import word_fraction
 
     emails = [json.loads(line)["text"] for line in (ws / "data/raw/train.jsonl").read_text().splitlines()]
     assert word_fraction(emails) > 0.6 and word_fraction(["这是一个测试句子，我们写一些中文。"]) == 1.0
@@ -621,7 +621,7 @@ def _stage_checks(params: Params) -> list[str]:
     """The params checks each stage runs before its work (the earliest stage-level validation), in stage
     order; returns the data-dependent refusals (checked at N = _N_SEQUENCES) as messages."""
     from canaryaudit.canaries import check_distinct, make_canaries
-    from canaryaudit.exposure_audit import sample_references
+    from canaryaudit.exposure.audit import sample_references
     from canaryaudit.training.models import ModelSpec, check_spec
     from canaryaudit.training.preflight import check_variant
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from canaryaudit.mia import (
+from canaryaudit.privacy.membership import (
     auc_of_resamples,
     bootstrap_ci,
     bootstrap_cis,
@@ -137,7 +137,7 @@ def test_bootstrap_intervals_equal_a_per_resample_loop_with_sklearn():
     (members then non-members, chunk by chunk, as bootstrap_cis draws them), each scored by sklearn."""
     from sklearn.metrics import roc_auc_score
 
-    from canaryaudit import mia
+    from canaryaudit.privacy import membership as mia
 
     scores, labels = separable_sample(n=300)
     got = bootstrap_cis(scores, labels, {"auc": auc_of_resamples}, n_boot=400, seed=3)["auc"]

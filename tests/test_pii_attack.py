@@ -12,15 +12,27 @@ from scipy import stats
 
 from canaryaudit.config import parse_params
 from canaryaudit.corpus import vocab
+from canaryaudit.exposure.scoring import log_perplexity_bits
+from canaryaudit.extraction.metrics import token_log2probs
+from canaryaudit.pii.attack import (
+    AttackSettings,
+    Target,
+    _decided,
+    _scored_ids,
+    candidate_sets,
+    decodes_token_by_token,
+    filling_px,
+    greedy_reconstructed,
+    inference_wins,
+    occurrences,
+    proportion,
+    reconstructed,
+    run_attacks,
+    select_targets,
+)
 from canaryaudit.pii.detectors import build_detectors
 from canaryaudit.pii.sanitize import sanitize_text
 from canaryaudit.pii.spans import PiiSpan
-from canaryaudit.extraction.metrics import token_log2probs
-from canaryaudit.pii_attack import (
-    AttackSettings, Target, _decided, _scored_ids, candidate_sets, decodes_token_by_token, filling_px,
-    greedy_reconstructed, inference_wins, occurrences, proportion, reconstructed, run_attacks, select_targets,
-)
-from canaryaudit.scoring import log_perplexity_bits
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.models import ModelSpec, build_model
 from canaryaudit.training.pipeline import build_variant_model, prepare_data

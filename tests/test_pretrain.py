@@ -8,12 +8,12 @@ import random
 import pytest
 
 from canaryaudit.config import parse_params
+from canaryaudit.corpus.public import drop_private_copies, load_public_corpus, private_names
+from canaryaudit.corpus.sources import Document
 from canaryaudit.errors import ParamsError
 from canaryaudit.extraction.index import TrainingIndex
 from canaryaudit.extraction.verify import verify_sample
 from canaryaudit.io import read_jsonl
-from canaryaudit.public_corpus import drop_private_copies, load_public_corpus, private_names
-from canaryaudit.sources import Document
 from canaryaudit.training.base import fine_tune_settings, pretrain_settings
 from canaryaudit.training.data import file_sha256
 from tests.conftest import TINY_PARAMS, run_stage, write_params
@@ -86,7 +86,7 @@ def test_builtin_public_corpus_has_none_of_the_private_people(tmp_path):
 
 
 def test_copies_of_private_documents_are_dropped():
-    from canaryaudit.public_corpus import PublicCorpus
+    from canaryaudit.corpus.public import PublicCorpus
 
     corpus = PublicCorpus([Document("a", " same text \n"), Document("b", "other")], "x", 0, 0)
     kept = drop_private_copies(corpus, ["same text"])

@@ -1,17 +1,16 @@
 """Exact rank and shortest-path extraction against brute-force enumeration, on real small models."""
 
 import random
-from types import SimpleNamespace
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from torch import nn
 
 from canaryaudit.canaries import parse_format
-from canaryaudit.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree
-from canaryaudit.sharding import shard_devices
-from canaryaudit.search import (
+from canaryaudit.exposure.scoring import exact_px_bits, float64_copy, log_perplexity_bits, score_tree
+from canaryaudit.exposure.search import (
     NextTokenScorer,
     canary_space,
     candidate_tokens,
@@ -19,6 +18,7 @@ from canaryaudit.search import (
     pruning_tolerance_bits,
     shortest_path,
 )
+from canaryaudit.sharding import shard_devices
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
 from canaryaudit.training.tokenizers import CharTokenizer
@@ -123,7 +123,7 @@ def test_audit_format_extracts_every_memorized_canary(trained, brute_force_exact
     """Three memorized canaries of one format: the extraction count is 3, not capped at one per format,
     and each canary's extraction position equals its exact rank."""
     from canaryaudit.config import ExposureParams
-    from canaryaudit.exposure_audit import audit_format
+    from canaryaudit.exposure.audit import audit_format
 
     model, tokenizer = trained
     fillings, _rows, by_rows, _ = brute_force_exact

@@ -5,7 +5,7 @@ digits, with a prefix ending in a space so the first counted token (" 48") cross
 boundary; (b) a Llama/SentencePiece-style BPE (Metaspace, digits split one by one); (c) a word-list
 alphabet under the byte-level BPE. Brute force scores every filling of a 10^4 space by its own
 canonical tokenization, in float64, with code written here from the definition in
-canaryaudit.token_space (not the library's search or scorer).
+canaryaudit.exposure.token_space (not the library's search or scorer).
 """
 
 import random
@@ -17,10 +17,10 @@ import torch
 from canaryaudit.canaries import parse_format
 from canaryaudit.config import ExposureParams
 from canaryaudit.corpus.emails import generate_emails
-from canaryaudit.exposure_audit import audit_format
-from canaryaudit.scoring import LN2, NextTokenScorer, float64_copy
-from canaryaudit.search import canary_space, exact_rank, shortest_path
-from canaryaudit.token_space import SearchUnsupported
+from canaryaudit.exposure.audit import audit_format
+from canaryaudit.exposure.scoring import LN2, NextTokenScorer, float64_copy
+from canaryaudit.exposure.search import canary_space, exact_rank, shortest_path
+from canaryaudit.exposure.token_space import SearchUnsupported
 from canaryaudit.training.models import ModelSpec, build_model
 from canaryaudit.training.tokenizers import BpeTokenizer, PretrainedTokenizer
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from canaryaudit.config import parse_params
+from canaryaudit.corpus.sources import Document, load_corpus, split_documents
 from canaryaudit.errors import CanaryAuditError, DataError, ParamsError
-from canaryaudit.sources import Document, load_corpus, split_documents
 
 
 def data_params(source: str, **extra):
@@ -203,7 +203,7 @@ def test_files_of_other_types_in_a_folder_are_logged_and_listed(tmp_path, caplog
     (folder / "a.txt").write_text("alpha one\n\nalpha two\n\nalpha three\n")
     (folder / "notes.md").write_text("# not read\n")
     (folder / "data.json").write_text("{}\n")
-    with caplog.at_level("WARNING", logger="canaryaudit.sources"):
+    with caplog.at_level("WARNING", logger="canaryaudit.corpus.sources"):
         corpus = load_corpus(data_params("file:corpus"), tmp_path)
     assert corpus.skipped_files == ("data.json", "notes.md")
     assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [

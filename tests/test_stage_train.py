@@ -6,8 +6,8 @@ import random
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from canaryaudit.exposure.scoring import log_perplexity_bits
 from canaryaudit.io import read_json, read_jsonl
-from canaryaudit.scoring import log_perplexity_bits
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer
 from tests.conftest import run_stage, write_params

@@ -269,8 +269,8 @@ def test_empirical_epsilon_of_a_dp_model_never_exceeds_its_accountant_epsilon(se
     noise is low (epsilon in the tens) and the canaries are repeated, so the attack has a chance."""
     import random
 
-    from canaryaudit.audit import empirical_epsilon
     from canaryaudit.extraction.pipeline import AuditedModel, audit_canary_scores
+    from canaryaudit.privacy.empirical_epsilon import empirical_epsilon
 
     rng = random.Random(seed)
     prefix = "the audit code is "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from canaryaudit.scoring import LN2, at_least_float32, max_positions
+from canaryaudit.exposure.scoring import LN2, at_least_float32, max_positions
 from canaryaudit.training.models import CausalLM, CharLSTM
 
 

@@ -47,9 +47,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from canaryaudit.exposure.scoring import LN2, max_positions
 from canaryaudit.extraction.sampling import window_shift
 from canaryaudit.registry import Registry
-from canaryaudit.scoring import LN2, max_positions
 from canaryaudit.training.tokenizers import Tokenizer
 
 EPS_BITS = 1e-6  # floor of a log-perplexity (bits/token) used as a denominator

@@ -1,6 +1,6 @@
 """One extraction audit of one model: generate, score, verify, membership inference, empirical epsilon.
 
-Composes the pieces of this package (and ``canaryaudit.mia`` / ``canaryaudit.audit``)
+Composes the pieces of this package (and ``canaryaudit.privacy.membership`` / ``canaryaudit.privacy.empirical_epsilon``)
 into the ``reports/extract/V.json`` document described in DESIGN.md. Every
 membership score follows one direction: higher = more likely memorized.
 Raw PII never leaves this module unmasked: sample texts are masked (all but
@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from canaryaudit.audit import empirical_epsilon
 from canaryaudit.config import DataParams, ExtractParams
+from canaryaudit.corpus.sources import load_files
+from canaryaudit.exposure.scoring import log_perplexity_bits
 from canaryaudit.extraction.index import TrainingIndex
 from canaryaudit.extraction.metrics import compute_metrics, degenerate_metrics, metric_inputs
 from canaryaudit.extraction.sampling import Sample, generate_samples
 from canaryaudit.extraction.table import ExtractionTable, extraction_table
 from canaryaudit.extraction.verify import find_canaries, find_pii, mask_pii, verify_sample
-from canaryaudit.mia import evaluate_membership, membership_documents, roc_rows
-from canaryaudit.scoring import log_perplexity_bits
-from canaryaudit.sources import load_files
+from canaryaudit.privacy.empirical_epsilon import empirical_epsilon
+from canaryaudit.privacy.membership import evaluate_membership, membership_documents, roc_rows
 from canaryaudit.training.tokenizers import Tokenizer
 
 log = logging.getLogger("canaryaudit.extract")

@@ -60,8 +60,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from canaryaudit.exposure.scoring import LN2, max_positions
 from canaryaudit.registry import Registry
-from canaryaudit.scoring import LN2, max_positions
 from canaryaudit.sharding import round_robin, shard_devices
 from canaryaudit.training.models import CausalLM, CharLSTM
 from canaryaudit.training.tokenizers import Tokenizer

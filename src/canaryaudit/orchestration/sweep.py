@@ -85,7 +85,7 @@ def point_params(root: Path, params_file: str | Path | None, point: Mapping[str,
     copy, elsewhere, is then allowed to read it from its absolute path.
     """
     from canaryaudit.config import DataParams
-    from canaryaudit.sources import resolve_source_path
+    from canaryaudit.corpus.sources import resolve_source_path
 
     resolved = resolve_params(root, params_file, point_overrides(point))
     source = str(resolved.get("data", {}).get("source", ""))

@@ -84,10 +84,10 @@ def check_searchable(formats: Sequence[CanaryFormat], tokenizer: Tokenizer, key:
     A symbol the tokenizer cannot spell (the char tokenizer never saw it in the training data,
     so it becomes <unk>) makes distinct fillings identical: no exposure could be measured, so it
     is refused here rather than after every model is trained. A format whose token space cannot
-    be searched under this tokenizer (``canaryaudit.token_space``) still gets both estimators;
+    be searched under this tokenizer (``canaryaudit.exposure.token_space``) still gets both estimators;
     exact rank and extraction are then skipped with the reason, which is logged now.
     """
-    from canaryaudit.token_space import LossyTokenizer, SearchUnsupported, canary_space, check_lossless
+    from canaryaudit.exposure.token_space import LossyTokenizer, SearchUnsupported, canary_space, check_lossless
 
     for fmt in formats:
         try:

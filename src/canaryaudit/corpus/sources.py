@@ -24,7 +24,7 @@ from canaryaudit.io import iter_jsonl, read_text_strict
 from canaryaudit.pii.spans import PiiSpan
 
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
-log = logging.getLogger("canaryaudit.sources")
+log = logging.getLogger("canaryaudit.corpus.sources")
 SPLITS = ("train", "valid", "test")
 
 

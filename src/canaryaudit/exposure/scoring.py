@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from torch import nn
+from tqdm import tqdm
 
 from canaryaudit.sharding import round_robin, shard_devices
 from canaryaudit.training.models import CausalLM, CharLSTM

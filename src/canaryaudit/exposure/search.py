@@ -1,7 +1,7 @@
 """Exact rank by pruned search, and shortest-path extraction, over a format's token space.
 
 Px is in bits (sum of -log2 Pr(token | context) over the counted tokens, see
-:mod:`canaryaudit.token_space`); lower = more likely = more exposed. Every edge weight is >= 0, so a
+:mod:`canaryaudit.exposure.token_space`); lower = more likely = more exposed. Every edge weight is >= 0, so a
 partial candidate already heavier than a threshold can be cut with its whole
 subtree (exact rank), and Dijkstra's order pops candidates by Px (extraction).
 Hand-written: no library searches a language model's token tree.
@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from canaryaudit.canaries import CanaryFormat
-from canaryaudit.scoring import NextTokenScorer, path_px
-from canaryaudit.token_space import SearchUnsupported, TokenSpace, canary_space
+from canaryaudit.exposure.scoring import NextTokenScorer, path_px
+from canaryaudit.exposure.token_space import SearchUnsupported, TokenSpace, canary_space
 from canaryaudit.training.tokenizers import Tokenizer
 
 __all__ = ["SearchUnsupported", "TokenSpace", "canary_space", "candidate_tokens", "exact_rank", "shortest_path",
            "pruning_tolerance_bits", "NextTokenScorer"]
 
-log = logging.getLogger("canaryaudit.search")
+log = logging.getLogger("canaryaudit.exposure.search")
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines of a long search
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from canaryaudit.config import DataParams, Params
 from canaryaudit.corpus.emails import Person, generate_emails
+from canaryaudit.corpus.sources import Document, load_corpus
 from canaryaudit.errors import ParamsError
-from canaryaudit.sources import Document, load_corpus
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from torch import nn
 
 from canaryaudit.canaries import CanaryFormat
 from canaryaudit.config import ExposureParams
-from canaryaudit.exposure import (
+from canaryaudit.exposure.estimators import (
     SkewNormalFit,
     cap_at_space,
     exposure_extrapolation,
@@ -26,9 +26,9 @@ from canaryaudit.exposure import (
     exposure_interpolation,
     interpolation_saturated,
 )
-from canaryaudit.scoring import NextTokenScorer, score_candidates
-from canaryaudit.search import ExtractionResult, RankResult, exact_rank, shortest_path
-from canaryaudit.token_space import (
+from canaryaudit.exposure.scoring import NextTokenScorer, score_candidates
+from canaryaudit.exposure.search import ExtractionResult, RankResult, exact_rank, shortest_path
+from canaryaudit.exposure.token_space import (
     Context,
     SearchUnsupported,
     TokenSpace,
@@ -39,7 +39,7 @@ from canaryaudit.token_space import (
 )
 from canaryaudit.training.tokenizers import Tokenizer
 
-log = logging.getLogger("canaryaudit.exposure")
+log = logging.getLogger("canaryaudit.exposure.estimators")
 
 
 def sample_references(fmt: CanaryFormat, count: int, exclude: set[str], rng: random.Random) -> list[list[str]]:
@@ -86,7 +86,7 @@ class FormatScores:
 def score_format(scorer: NextTokenScorer, context: Context, tokenizer: Tokenizer, fmt: CanaryFormat,
                  canaries: Sequence[dict[str, Any]], references: Sequence[Sequence[str]]) -> FormatScores:
     """Canaries and references scored in one call (one code path, so their Px are comparable):
-    each text's canonical tokens after the format's context (:mod:`canaryaudit.token_space`)."""
+    each text's canonical tokens after the format's context (:mod:`canaryaudit.exposure.token_space`)."""
     texts = [c["text"] for c in canaries] + [fmt.render(r) for r in references]
     tokens = [counted_tokens(context, tokenizer, text) for text in texts]
     all_px = score_candidates(scorer, tokens, progress=True)

@@ -37,6 +37,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from canaryaudit.exposure.scoring import max_positions
 from canaryaudit.extraction.metrics import token_log2probs
 from canaryaudit.extraction.sampling import StrategyOptions, sample_batch
 from canaryaudit.extraction.verify import mask_value
@@ -44,7 +45,6 @@ from canaryaudit.pii.detectors import Detector, detect
 from canaryaudit.pii.sanitize import sanitize_text
 from canaryaudit.pii.spans import PiiSpan
 from canaryaudit.schemas import PII_TRUTH, read_checked_jsonl
-from canaryaudit.scoring import max_positions
 from canaryaudit.shared_prefix import continuation_log2probs, greedy_decode, prefix_runner
 from canaryaudit.training.tokenizers import CharTokenizer, Tokenizer
 
