@@ -165,30 +165,8 @@ def audit(
                 logger.info("not running %s: %s", name, why)
             logger.info("stages, in order: %s", ", ".join(s.name for s in selected))
             mlflow_run, tracker = _start_mlflow(root, run_info, overrides, variants, logger)
-            outcome = "FAILED"
-            results: list[dict[str, Any]] = []
-            try:
-                for stage in selected:
-                    n = orc.retries_for(stage, retries, default_retries)
-                    runner = run_stage.with_options(
-                        retries=n, retry_delay_seconds=exponential_backoff(retry_backoff_seconds) if n else 0
-                    )
-                    try:
-                        results.append(runner(str(root), stage.name, mlflow_run))
-                    except orc.StageFailed as exc:
-                        logger.error("stage %s failed (%s); stopping the audit", stage.name, exc.kind)
-                        if tracker and mlflow_run:
-                            tracker.set_tags(mlflow_run, {"canaryaudit.failed_stage": stage.name})
-                        raise
-                verdict = orc.read_gate(root, stages, [s.name for s in selected])
-                outcome = "FINISHED"
-            finally:
-                if tracker and mlflow_run and outcome == "FINISHED":
-                    complete_parent_run(tracker, mlflow_run, root / "reports" / "summary.json")
-                ran = any(r.get("status") == "ran" for r in results)
-                if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome, stages_ran=ran):
-                    logger.info("MLflow run %s logged nothing (every stage up to date): deleted", mlflow_run)
-                    mlflow_run = None
+            results, verdict, mlflow_run = _run_stages(root, stages, selected, mlflow_run, tracker,
+                                                       retries, default_retries, retry_backoff_seconds, logger)
     _report_gate(root, verdict, mlflow_run, tracker, logger)
     summary = {
         "workspace": str(root),
@@ -202,6 +180,43 @@ def audit(
     if verdict.status == "failed" and fail_on_gate:
         raise GateFailed(verdict.log_line())
     return summary
+
+
+def _run_stages(
+    root: Path, stages: list[orc.Stage], selected: list[orc.Stage], mlflow_run: str | None,
+    tracker: tracking.Tracker | None, retries: dict[str, int] | None, default_retries: int,
+    retry_backoff_seconds: float, logger: Any,
+) -> tuple[list[dict[str, Any]], orc.GateVerdict, str | None]:
+    """One task a stage, in order, stopping at the first failure; then the gate verdict.
+
+    Closes the MLflow parent run either way: FINISHED (deleted when every stage was up to date and
+    nothing was logged; the returned run id is then None) or FAILED with the failed stage tagged.
+    """
+    outcome = "FAILED"
+    results: list[dict[str, Any]] = []
+    try:
+        for stage in selected:
+            n = orc.retries_for(stage, retries, default_retries)
+            runner = run_stage.with_options(
+                retries=n, retry_delay_seconds=exponential_backoff(retry_backoff_seconds) if n else 0
+            )
+            try:
+                results.append(runner(str(root), stage.name, mlflow_run))
+            except orc.StageFailed as exc:
+                logger.error("stage %s failed (%s); stopping the audit", stage.name, exc.kind)
+                if tracker and mlflow_run:
+                    tracker.set_tags(mlflow_run, {"canaryaudit.failed_stage": stage.name})
+                raise
+        verdict = orc.read_gate(root, stages, [s.name for s in selected])
+        outcome = "FINISHED"
+    finally:
+        if tracker and mlflow_run and outcome == "FINISHED":
+            complete_parent_run(tracker, mlflow_run, root / "reports" / "summary.json")
+        ran = any(r.get("status") == "ran" for r in results)
+        if tracker and mlflow_run and not tracker.close_pipeline_run(mlflow_run, outcome, stages_ran=ran):
+            logger.info("MLflow run %s logged nothing (every stage up to date): deleted", mlflow_run)
+            mlflow_run = None
+    return results, verdict, mlflow_run
 
 
 def _start_mlflow(
@@ -389,59 +404,22 @@ def sweep(
     planned = plan_sweep(str(root), params_file, grid)
 
     tracker = tracking.Tracker(root) if tracking.tracking_enabled() else None
-    sweep_run = point_runs = None
-    if tracker:
-        info = _flow_run_info()
-        sweep_run = tracker.start_sweep_run(
-            name, grid, {"canaryaudit.launcher": "prefect", **{f"prefect.flow_run_{k}": v for k, v in info.items() if v}}
-        )  # owned by this process: a killed sweep's runs are marked KILLED by the next start
-        with contextlib.suppress(Exception):
-            _add_flow_run_tags(f"mlflow-run:{sweep_run}")
-        point_runs = {p["point"]: tracker.start_sweep_point_run(sweep_run, name, p, work / p["point"]) for p in planned}
-
+    sweep_run, point_runs = _open_sweep_runs(tracker, name, grid, planned, work) if tracker else (None, {})
     runner = run_point.with_options(
         retries=retries, retry_delay_seconds=exponential_backoff(retry_backoff_seconds) if retries else 0
     )
-    futures: dict[Any, dict[str, Any]] = {}
-    queue = list(planned)
-    outcomes: dict[str, dict[str, Any]] = {}
 
-    def submit(p: dict[str, Any]) -> None:
-        run_id = point_runs[p["point"]] if point_runs else None
-        future = runner.submit(str(root), p["point"], p["resolved"], p["params_text"], str(work), targets, variants,
-                               run_id, share_cache)
-        futures[future] = p
+    def submit(p: dict[str, Any]) -> Any:
+        return runner.submit(str(root), p["point"], p["resolved"], p["params_text"], str(work), targets, variants,
+                             point_runs.get(p["point"]), share_cache)
 
-    for _ in range(max_parallel if max_parallel > 0 else len(planned)):
-        if queue:
-            submit(queue.pop(0))
-    while futures:
-        done = next(as_completed(list(futures)))
-        p = futures.pop(done)
-        try:
-            outcomes[p["point"]] = {**done.result(), "status": "ok"}
-        except Exception as error:  # noqa: BLE001 - a failed point is reported, the others go on
-            logger.error("point %s failed: %s", p["point"], error)
-            outcomes[p["point"]] = {"results": {}, "status": "failed", "error": str(error)[:2000]}
+    def finished(p: dict[str, Any], outcome: dict[str, Any]) -> None:
         if tracker and point_runs:
-            run_id = point_runs[p["point"]]
-            metrics = {k: x for v, m in outcomes[p["point"]]["results"].items() for k, x in variant_metrics(v, m).items()}
-            if metrics:
-                tracker.log_metrics(run_id, metrics)
-            tracker.finish(run_id, "FINISHED" if outcomes[p["point"]]["status"] == "ok" else "FAILED")
-        if queue:
-            submit(queue.pop(0))
+            _close_point_run(tracker, point_runs[p["point"]], outcome)
 
+    outcomes = _run_bounded(planned, submit, max_parallel, finished, logger)
     points = [{"point": p["point"], "label": p["label"], "params": p["params"], **outcomes[p["point"]]} for p in planned]
-    files = orc.write_sweep_outputs(out_dir, points, grid, f"sweep {name}")
-    markdown = files["markdown"].read_text(encoding="utf-8")
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(
-        markdown=markdown + f"\nPlot: [{files['plot'].resolve().as_uri()}]({files['plot'].resolve().as_uri()})\n",
-        key=SWEEP_ARTIFACT_KEY,
-        description=f"sweep {name}: comparison of {len(points)} points",
-    )
+    files = _publish_sweep(out_dir, points, grid, name)
     failed = [p["point"] for p in points if p["status"] != "ok"]
     if tracker and sweep_run:
         for path in files.values():
@@ -452,10 +430,75 @@ def sweep(
     summary = {
         "name": name,
         "mlflow_run_id": sweep_run,
-        "point_runs": point_runs or {},
+        "point_runs": point_runs,
         "points": points,
         "files": {k: str(v) for k, v in files.items()},
     }
     if failed:
         raise SweepFailed(f"sweep {name}: point(s) {', '.join(failed)} failed; see {files['markdown']}")
     return summary
+
+
+def _open_sweep_runs(
+    tracker: tracking.Tracker, name: str, grid: Mapping[str, Any], planned: list[dict[str, Any]], work: Path
+) -> tuple[str, dict[str, str]]:
+    """The sweep's MLflow run and one nested pipeline run per point, linked to this flow run."""
+    info = _flow_run_info()
+    sweep_run = tracker.start_sweep_run(
+        name, grid, {"canaryaudit.launcher": "prefect", **{f"prefect.flow_run_{k}": v for k, v in info.items() if v}}
+    )  # owned by this process: a killed sweep's runs are marked KILLED by the next start
+    with contextlib.suppress(Exception):
+        _add_flow_run_tags(f"mlflow-run:{sweep_run}")
+    return sweep_run, {p["point"]: tracker.start_sweep_point_run(sweep_run, name, p, work / p["point"]) for p in planned}
+
+
+def _run_bounded(
+    planned: list[dict[str, Any]], submit: Any, max_parallel: int, finished: Any, logger: Any
+) -> dict[str, dict[str, Any]]:
+    """Submit the points with at most ``max_parallel`` in flight (0: all at once); each outcome by point.
+
+    A failed point is recorded (``status: failed`` and its error) and the others go on.
+    """
+    futures: dict[Any, dict[str, Any]] = {}
+    queue = list(planned)
+    outcomes: dict[str, dict[str, Any]] = {}
+    for _ in range(max_parallel if max_parallel > 0 else len(planned)):
+        if queue:
+            p = queue.pop(0)
+            futures[submit(p)] = p
+    while futures:
+        done = next(as_completed(list(futures)))
+        p = futures.pop(done)
+        try:
+            outcomes[p["point"]] = {**done.result(), "status": "ok"}
+        except Exception as error:  # noqa: BLE001 - a failed point is reported, the others go on
+            logger.error("point %s failed: %s", p["point"], error)
+            outcomes[p["point"]] = {"results": {}, "status": "failed", "error": str(error)[:2000]}
+        finished(p, outcomes[p["point"]])
+        if queue:
+            nxt = queue.pop(0)
+            futures[submit(nxt)] = nxt
+    return outcomes
+
+
+def _close_point_run(tracker: tracking.Tracker, run_id: str, outcome: Mapping[str, Any]) -> None:
+    """The point's headline numbers (``variant.V.KEY``, as summary.json's), then FINISHED or FAILED."""
+    metrics = {k: x for v, m in outcome["results"].items() for k, x in variant_metrics(v, m).items()}
+    if metrics:
+        tracker.log_metrics(run_id, metrics)
+    tracker.finish(run_id, "FINISHED" if outcome["status"] == "ok" else "FAILED")
+
+
+def _publish_sweep(out_dir: Path, points: list[dict[str, Any]], grid: Mapping[str, Any], name: str) -> dict[str, Path]:
+    """The comparison files, and the markdown table as a Prefect artifact with a link to the plot."""
+    from prefect.artifacts import create_markdown_artifact
+
+    files = orc.write_sweep_outputs(out_dir, points, grid, f"sweep {name}")
+    markdown = files["markdown"].read_text(encoding="utf-8")
+    plot = files["plot"].resolve().as_uri()
+    create_markdown_artifact(
+        markdown=markdown + f"\nPlot: [{plot}]({plot})\n",
+        key=SWEEP_ARTIFACT_KEY,
+        description=f"sweep {name}: comparison of {len(points)} points",
+    )
+    return files

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -185,28 +185,32 @@ def audit_format(
         log.info("%s: shortest path: %d iterations, %d expansions, %d rows in %.1f s, %d of top %d confirmed",
                  fmt.name, search.iterations, search.nodes_expanded, search.rows, search.seconds,
                  len(search.candidates), top_k)
-    rows = []
-    for i, canary in enumerate(canaries):
-        position = search.position(scores.canary_tokens[i]) if search else None
-        rows.append({
-            "canary_id": canary["canary_id"],
-            "format": fmt.name,
-            "insertions": int(canary["insertions"]),
-            "included": bool(canary["included"]),
-            "audit": bool(canary["audit"]),
-            "px_bits": float(scores.canary_px[i]),
-            "exposure_interpolation": float(scores.interpolation[i]),
-            "exposure_interpolation_lower_bound": bool(scores.interpolation_bound[i]),
-            "exposure_extrapolation": float(scores.extrapolation[i]),
-            "exposure_extrapolation_lower_bound": bool(scores.extrapolation_bound[i]),
-            "exposure_extrapolation_raw": float(scores.extrapolation_raw[i]),
-            **_rank_fields(ranks.get(i), fmt.space_size),
-            "extracted": position is not None,
-            "extracted_top1": position == 1,
-            "extraction_position": position,
-        })
+    rows = [_canary_row(fmt, canary, i, scores, ranks.get(i), search.position(scores.canary_tokens[i]) if search else None)
+            for i, canary in enumerate(canaries)]
     tokenization = _tokenization_summary(tokenizer, fmt, context, space, unsupported)
     return rows, _format_summary(fmt, scores, scorer, search, top_k, tokenization)
+
+
+def _canary_row(fmt: CanaryFormat, canary: Mapping[str, Any], i: int, scores: Any, rank: Any,
+                position: int | None) -> dict[str, Any]:
+    """The exposure row of canary ``i``: Px (bits), each estimator, the exact rank and the extraction position."""
+    return {
+        "canary_id": canary["canary_id"],
+        "format": fmt.name,
+        "insertions": int(canary["insertions"]),
+        "included": bool(canary["included"]),
+        "audit": bool(canary["audit"]),
+        "px_bits": float(scores.canary_px[i]),
+        "exposure_interpolation": float(scores.interpolation[i]),
+        "exposure_interpolation_lower_bound": bool(scores.interpolation_bound[i]),
+        "exposure_extrapolation": float(scores.extrapolation[i]),
+        "exposure_extrapolation_lower_bound": bool(scores.extrapolation_bound[i]),
+        "exposure_extrapolation_raw": float(scores.extrapolation_raw[i]),
+        **_rank_fields(rank, fmt.space_size),
+        "extracted": position is not None,
+        "extracted_top1": position == 1,
+        "extraction_position": position,
+    }
 
 
 def _tokenization_summary(tokenizer: Tokenizer, fmt: CanaryFormat, context: Context, space: TokenSpace | None,

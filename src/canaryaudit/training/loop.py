@@ -441,35 +441,8 @@ class Trainer:
             epoch_start = time.perf_counter()
             self.sample_gen.manual_seed(self.s.seed * 100_003 + epoch)
             self.noise_gen.manual_seed(self._noise_seed(self.s.seed * 100_019 + epoch))
-            losses: list[float] = []
-            bar = tqdm(total=min(self._steps_per_epoch(), total_steps - step), desc=f"epoch {epoch}/{self.s.epochs}",
-                       unit="step", disable=not self.progress, mininterval=2.0, leave=False)
-            pending_sum, pending_n = 0.0, 0  # losses of the logical batch's physical batches so far
-            for micro_batches in self._batches(loader, optimizer):
-                lr = self.s.optimizer.lr * lr_factor(step, total_steps, self.s.optimizer.warmup_steps, self.s.optimizer.schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum, batch_size = self._backward(model, micro_batches, epoch, step)
-                if self.s.dp.enabled and batch_size == 0:
-                    empty_dp_step(optimizer)  # an empty Poisson batch still takes a noisy, accounted step
-                else:
-                    optimizer.step()
-                pending_sum, pending_n = pending_sum + loss_sum, pending_n + batch_size
-                if self.s.dp.enabled and getattr(optimizer, "_is_last_step_skipped", False):
-                    continue  # BatchMemoryManager: a physical batch inside a logical one
-                loss_total, sequences = all_reduce_sum([pending_sum, pending_n], self.world)
-                pending_sum, pending_n = 0.0, 0
-                batch_loss = loss_total / max(sequences, 1)  # nats/token, mean over the logical batch
-                if sequences:
-                    losses.append(batch_loss)  # an empty batch has no loss to average in
-                step += 1
-                trained_steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{batch_loss:.3f}", refresh=False)
-                if step >= total_steps:
-                    break
-            bar.close()
+            losses, step, trained = self._train_epoch(model, optimizer, loader, epoch, step, total_steps)
+            trained_steps += trained
             valid_loss = evaluate(_unwrap(model), self.valid_set, self.s.eval_batch_size, self.device, self.world)
             epsilon = self._epsilon(engine, plan, step)
             record = EpochRecord(epoch, step, sum(losses) / max(len(losses), 1), valid_loss, math.exp(min(valid_loss, 50.0)),
@@ -494,6 +467,48 @@ class Trainer:
                 log.info("early stopping: no validation improvement for %d epochs", stale_epochs)
                 break
         train_seconds = time.perf_counter() - started
+        return self._result(model, engine, plan, step, best, history, stopped_early, resumed_from,
+                            train_seconds, trained_steps * tokens_per_step)
+
+    def _train_epoch(self, model: nn.Module, optimizer: Any, loader: Any, epoch: int, step: int,
+                     total_steps: int) -> tuple[list[float], int, int]:
+        """One epoch's optimizer steps (until ``total_steps``): the logical batches' mean losses
+        (nats/token; an empty Poisson batch has none), the global step after it, the steps taken."""
+        losses: list[float] = []
+        trained = 0
+        bar = tqdm(total=min(self._steps_per_epoch(), total_steps - step), desc=f"epoch {epoch}/{self.s.epochs}",
+                   unit="step", disable=not self.progress, mininterval=2.0, leave=False)
+        pending_sum, pending_n = 0.0, 0  # losses of the logical batch's physical batches so far
+        for micro_batches in self._batches(loader, optimizer):
+            lr = self.s.optimizer.lr * lr_factor(step, total_steps, self.s.optimizer.warmup_steps, self.s.optimizer.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, batch_size = self._backward(model, micro_batches, epoch, step)
+            if self.s.dp.enabled and batch_size == 0:
+                empty_dp_step(optimizer)  # an empty Poisson batch still takes a noisy, accounted step
+            else:
+                optimizer.step()
+            pending_sum, pending_n = pending_sum + loss_sum, pending_n + batch_size
+            if self.s.dp.enabled and getattr(optimizer, "_is_last_step_skipped", False):
+                continue  # BatchMemoryManager: a physical batch inside a logical one
+            loss_total, sequences = all_reduce_sum([pending_sum, pending_n], self.world)
+            pending_sum, pending_n = 0.0, 0
+            batch_loss = loss_total / max(sequences, 1)  # nats/token, mean over the logical batch
+            if sequences:
+                losses.append(batch_loss)  # an empty batch has no loss to average in
+            step += 1
+            trained += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{batch_loss:.3f}", refresh=False)
+            if step >= total_steps:
+                break
+        bar.close()
+        return losses, step, trained
+
+    def _result(self, model: nn.Module, engine: Any, plan: Any, step: int, best: Any, history: list[EpochRecord],
+                stopped_early: bool, resumed_from: int, train_seconds: float, tokens: int) -> TrainResult:
+        """The trained model (best-validation weights under early stopping, LoRA merged) and its figures."""
         final = _unwrap(model)
         if self.s.early_stopping_patience and best is not None:
             final.load_state_dict(best[2])  # keep the best-validation weights
@@ -508,8 +523,7 @@ class Trainer:
         return TrainResult(
             model=final.eval(), history=history, steps=step, epochs_run=len(history), stopped_early=stopped_early,
             test_loss=test_loss, test_perplexity=math.exp(min(test_loss, 50.0)), dp=plan, epsilon=epsilon,
-            train_seconds=train_seconds, tokens_per_second=trained_steps * tokens_per_step / max(train_seconds, 1e-9),
+            train_seconds=train_seconds, tokens_per_second=tokens / max(train_seconds, 1e-9),
             peak_memory_bytes=_peak_memory(self.device), resumed_from_epoch=resumed_from,
             trainable_parameters=n_trainable, lora=lora, adapter=adapter,
         )
-
