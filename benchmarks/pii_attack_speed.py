@@ -37,7 +37,8 @@ import torch
 
 from canaryaudit.config import load_params
 from canaryaudit.io import atomic_open
-from canaryaudit.pii.attack import (
+from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
+from canaryaudit.privacy.pii_attack import (
     AttackSettings,
     candidate_sets,
     context_renderer,
@@ -48,7 +49,6 @@ from canaryaudit.pii.attack import (
     select_targets,
     training_spans,
 )
-from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.training.models import load_model_folder
 from canaryaudit.training.tokenizers import load_tokenizer

@@ -18,7 +18,8 @@ import torch
 from canaryaudit import tracking
 from canaryaudit.config import load_params
 from canaryaudit.io import write_json
-from canaryaudit.pii.attack import (
+from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
+from canaryaudit.privacy.pii_attack import (
     AttackSettings,
     context_renderer,
     occurrences,
@@ -26,7 +27,6 @@ from canaryaudit.pii.attack import (
     select_targets,
     training_spans,
 )
-from canaryaudit.pii.detectors import DETECTORS, EntropyOptions, build_detectors
 from canaryaudit.report.summary import stage_metrics
 from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
 from canaryaudit.stagekit import log, run_stage, stage_parser

@@ -14,7 +14,10 @@ from canaryaudit.config import parse_params
 from canaryaudit.corpus import vocab
 from canaryaudit.exposure.scoring import log_perplexity_bits
 from canaryaudit.extraction.metrics import token_log2probs
-from canaryaudit.pii.attack import (
+from canaryaudit.pii.detectors import build_detectors
+from canaryaudit.pii.sanitize import sanitize_text
+from canaryaudit.pii.spans import PiiSpan
+from canaryaudit.privacy.pii_attack import (
     AttackSettings,
     Target,
     _decided,
@@ -30,9 +33,6 @@ from canaryaudit.pii.attack import (
     run_attacks,
     select_targets,
 )
-from canaryaudit.pii.detectors import build_detectors
-from canaryaudit.pii.sanitize import sanitize_text
-from canaryaudit.pii.spans import PiiSpan
 from canaryaudit.training.loop import Trainer
 from canaryaudit.training.models import ModelSpec, build_model
 from canaryaudit.training.pipeline import build_variant_model, prepare_data
