@@ -116,3 +116,14 @@ def run_stage(workspace: Path, stage: str, *args: str, check: bool = True) -> su
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one thread is faster, and far faster on a busy machine (for a module: usefixtures)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
