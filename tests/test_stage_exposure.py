@@ -67,3 +67,8 @@ def test_default_pipeline_exposure_grows_with_insertions_and_dp_stays_low(tmp_pa
     dp64 = by["dp"]["64"]["interpolation"]["mean"]
     assert by["nonprivate"]["64"]["extrapolation"]["mean"] > by["dp"]["64"]["extrapolation"]["mean"] + 8
     assert means[3] > dp64 + 8, (means, dp64)
+    for variant in ("nonprivate", "dp"):  # held-out canaries (never trained on) rank like random candidates
+        held = by[variant]["0"]["interpolation"]
+        # exposure of a uniform rank: -log2 U, mean 1/ln 2 bits, standard deviation 1/ln 2 (closed form)
+        chance, standard_error = 1 / math.log(2), (1 / math.log(2)) / math.sqrt(held["n"])
+        assert abs(held["mean"] - chance) < 5 * standard_error, (variant, held, chance)
