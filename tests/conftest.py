@@ -77,11 +77,23 @@ TINY_PARAMS = {
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_mlflow(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Every test logs to a throwaway SQLite MLflow store, never the workspace's mlflow.db."""
+    """Every test logs to a throwaway SQLite MLflow store, never the workspace's mlflow.db.
+
+    Tracking is off unless a test asks for it (``mlflow_tracking``): importing MLflow and writing its
+    store cost each stage process 3-5 s here, and most tests do not look at what it logged.
+    """
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["CANARYAUDIT_TRACKING"] = "0"
     os.environ.pop("CANARYAUDIT_PARENT_RUN_ID", None)
     return uri
+
+
+@pytest.fixture
+def mlflow_tracking(monkeypatch: pytest.MonkeyPatch, isolated_mlflow: str) -> str:
+    """MLflow tracking on (into the session's throwaway store), for a test about what is logged."""
+    monkeypatch.setenv("CANARYAUDIT_TRACKING", "1")
+    return isolated_mlflow
 
 
 def write_params(path: Path, params: dict) -> Path:

@@ -17,6 +17,8 @@ from canaryaudit.compare import format_table, rows_for_run, to_csv, variant_metr
 from tests.conftest import REPO
 from tests.test_report import LOG2_R, make_reports
 
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
+
 VARIANTS = {"nonprivate": {}, "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0}},
             "reference": {"model": {"layers": 1, "width": 64}, "init": "scratch"}}
 

@@ -13,7 +13,7 @@ import yaml
 from canaryaudit.io import read_jsonl
 from tests.conftest import REPO, write_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_tracking")]  # asserts what MLflow logged
 
 COPY = ["dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/roc.json", "stages", "src"]
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",

@@ -32,6 +32,8 @@ from canaryaudit.config import Params, load_params, parse_params
 from canaryaudit.errors import DataError, OutputError, ParamsError
 from tests.conftest import REPO, TINY_PARAMS, run_stage, write_params
 
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
+
 # ---------------------------------------------------------------- helpers
 
 

@@ -25,6 +25,8 @@ from canaryaudit import orchestration as orc
 from canaryaudit.errors import CanaryAuditError, ParamsError
 from tests.conftest import REPO, TINY_PARAMS
 
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
+
 # ============================================================ helpers
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import TINY_PARAMS, run_stage, write_params
 from tests.test_e2e_dvc import _dvc, _repo_copy, write_full_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_tracking")]  # asserts what MLflow logged
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}

@@ -18,7 +18,7 @@ def train_variant(ws, variant):
                      "--report", f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
 
 
-def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_params, isolated_mlflow):
+def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_params, mlflow_tracking):
     tiny_params["canaries"].update(insertions=[1, 64], per_count=2, audit={"count": 0})
     tiny_params["train"].update(epochs=6, model={"arch": "gpt2", "layers": 2, "width": 64, "heads": 4, "context": 32})
     write_params(workspace / "params.yaml", tiny_params)
@@ -51,7 +51,7 @@ def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_p
     assert inserted_px.mean() < fresh_px.mean() - 10, (inserted_px, fresh_px.mean())
     assert (inserted_px[:, None] < fresh_px[None, :]).mean() > 0.99  # ranks above almost every fresh candidate
 
-    client = MlflowClient(isolated_mlflow)
+    client = MlflowClient(mlflow_tracking)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               filter_string="tags.`canaryaudit.variant` = 'nonprivate'")
     assert runs, "a nested MLflow run per variant"

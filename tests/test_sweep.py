@@ -15,6 +15,8 @@ from canaryaudit.errors import ParamsError
 from tests.conftest import REPO, TINY_PARAMS
 from tests.test_flows import full_params, harness, repo_workspace  # noqa: F401 - harness is a fixture
 
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
+
 
 def test_parse_grid_reads_values_as_yaml_and_keeps_brackets_together():
     grid = orc.parse_grid(["train.batch_size=16,32", "train.dp.noise_multiplier=0.5, 1.0", "canaries.insertions=[1,4],[16]"])

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from canaryaudit import tracking
 
+pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
+
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
