@@ -1,17 +1,34 @@
-"""Shared fixtures: a tiny params file and an isolated MLflow store per test session."""
+"""Shared fixtures: tiny params, an isolated MLflow store, one Prefect server and one tiny audited
+pipeline per test run (per xdist worker: its users are kept on one worker by an ``xdist_group``)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker (and the stage processes it starts) its share of the CPUs:
+    two workers with a full-width torch thread pool each would fight over the same cores. Set before any
+    test module imports torch, which reads these at start-up; a user's own setting is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
+
+
+_share_cores_between_workers()
 
 TINY_PARAMS = {
     "data": {
@@ -101,6 +118,17 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
+def full_params(params: dict) -> dict:
+    """DVC requires every params key a stage lists to be in the file: the defaults written out in full."""
+    from canaryaudit.config import parse_params
+
+    return parse_params(params).model_dump(mode="json")
+
+
+def write_full_params(path: Path, params: dict) -> Path:
+    return write_params(path, full_params(params))
+
+
 @pytest.fixture
 def tiny_params() -> dict:
     import copy
@@ -139,3 +167,110 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ============================================================ the real pipeline in a copy of the repo
+
+REPO_FILES = ["dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/roc.json",
+              "stages", "src"]
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+
+
+def repo_copy(dest: Path, scm: bool = True) -> Path:
+    """What a clone has that the pipeline needs (dvc.yaml, DVC config, stage scripts, sources): in a new git
+    repo, or with ``scm=False`` in a folder DVC uses without git (``core.no_scm``)."""
+    for rel in REPO_FILES:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    if scm:
+        subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    else:
+        (dest / ".dvc" / "config.local").write_text("[core]\n    no_scm = true\n", encoding="utf-8")
+    return dest
+
+
+def repo_workspace(dest: Path, params: dict) -> Path:
+    """A copy of the real pipeline with ``params`` (defaults written out), DVC without git."""
+    write_full_params(repo_copy(dest, scm=False) / "params.yaml", params)
+    return dest
+
+
+def git(ws: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ws, env={**os.environ, **GIT_ENV}, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def dvc(ws: Path, *args: str) -> str:
+    """``dvc ARGS`` in ``ws`` with this interpreter's tools first on PATH; its output (fails the test on error)."""
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=ws, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+#: The shared pipeline's gate: the tiny gate plus a utility rule and an empirical-epsilon rule per variant.
+TINY_PIPELINE_RULES = [
+    {"check": "test_perplexity_ratio", "variant": "dp", "baseline": "nonprivate", "max": 1.5},
+    {"check": "empirical_epsilon", "variant": "all", "max": 1.0},
+]
+
+
+@dataclass(frozen=True)
+class TinyPipeline:
+    """A repo copy audited once by ``canaryaudit audit`` (tiny params, MLflow on). Read it; never change it:
+    a test that runs DVC again works in ``copy_to(tmp_path / ...)``."""
+
+    root: Path
+    params: dict
+    audit: subprocess.CompletedProcess[str]
+    mlflow_uri: str
+    experiment: str
+
+    def copy_to(self, dest: Path) -> Path:
+        shutil.copytree(self.root, dest, symlinks=True)  # with its git repo and DVC cache: nothing reruns
+        return dest
+
+    def fresh_params(self) -> dict:
+        return copy.deepcopy(self.params)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
+    """The whole pipeline once per test run, as a user runs it: ``canaryaudit audit`` (``dvc repro`` under one
+    MLflow parent run) in a copy of the repo. The end-to-end tests read it or continue from copies of it."""
+    base = tmp_path_factory.mktemp("tiny_pipeline")
+    root = repo_copy(base / "repo")
+    params = copy.deepcopy(TINY_PARAMS)
+    params["gate"]["rules"] += copy.deepcopy(TINY_PIPELINE_RULES)
+    write_full_params(root / "params.yaml", params)
+    uri, experiment = f"sqlite:///{base / 'audit-mlflow.db'}", "e2e"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": experiment, "CANARYAUDIT_TRACKING": "1"}
+    cli = str(Path(sys.executable).with_name("canaryaudit"))
+    proc = subprocess.run([cli, "audit"], cwd=root, env=env, capture_output=True, text=True, timeout=1500)
+    if proc.returncode not in (0, 1):  # 1: the gate failed, which the tests check against gate.json
+        pytest.fail(f"canaryaudit audit of the tiny pipeline failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return TinyPipeline(root, params, proc, uri, experiment)
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """One temporary Prefect server (and SQLite database) for the test run's flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the shared pipeline's users on one xdist worker (one build), and start the slow tests first
+    so that the two workers share them instead of one finishing them alone at the end."""
+    for item in items:
+        if "tiny_pipeline" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("tiny_pipeline"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each part keeps its order

@@ -13,8 +13,7 @@ import pytest
 
 from canaryaudit.config import load_params
 from canaryaudit.errors import ParamsError
-from tests.conftest import TINY_PARAMS
-from tests.test_flows import repo_workspace
+from tests.conftest import TINY_PARAMS, repo_workspace
 
 
 def _dvc(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from canaryaudit.io import read_json
-from tests.test_e2e_dvc import _dvc, _repo_copy, write_full_params
+from tests.conftest import dvc, repo_copy, write_full_params
 
 pytestmark = pytest.mark.slow
 
 
 def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, tiny_params):
-    ws = _repo_copy(tmp_path / "repo")
+    ws = repo_copy(tmp_path / "repo")
     tiny_params["train"]["tokenizer"] = {"kind": "bpe", "bpe_vocab_size": 1000}
     tiny_params["train"]["epochs"] = 4
     tiny_params["train"]["model"]["width"] = 64
@@ -25,7 +25,7 @@ def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, 
     tiny_params["gate"]["rules"] = [{"check": "exposure", "variant": "bpe", "insertions": 40, "max": 40.0},
                                     {"check": "extracted_canaries", "variant": "bpe", "max": 10}]
     write_full_params(ws / "params.yaml", tiny_params)
-    _dvc(ws, "repro")
+    dvc(ws, "repro")
 
     exposure = read_json(ws / "reports/exposure/bpe.json")
     merged = False

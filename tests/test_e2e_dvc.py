@@ -1,8 +1,7 @@
-"""End to end: `dvc repro` in a temporary copy of the repo with tiny params."""
+"""End to end on the shared tiny pipeline (``canaryaudit audit`` once in a copy of the repo, tiny params):
+what it wrote and logged, then DVC's loop in a copy of it (nothing to do, only what changed, experiments)."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,57 +10,16 @@ import pytest
 import yaml
 
 from canaryaudit.io import read_jsonl
-from tests.conftest import REPO, write_params
+from tests.conftest import TINY_PIPELINE_RULES, dvc, git, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_tracking")]  # asserts what MLflow logged
 
-COPY = ["dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/roc.json", "stages", "src"]
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.org"}
 
-
-def _repo_copy(dest: Path) -> Path:
-    for rel in COPY:
-        src = REPO / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
-def write_full_params(path: Path, params: dict) -> None:
-    """DVC requires every params key a stage lists to be in the file: write defaults out in full."""
-    from canaryaudit.config import parse_params
-
-    write_params(path, parse_params(params).model_dump(mode="json"))
-
-
-def _git(ws: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ws, env={**os.environ, **GIT_ENV}, check=True, capture_output=True,
-                          text=True).stdout
-
-
-def _dvc(ws: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    proc = subprocess.run([dvc, *args], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-@pytest.mark.timeout(1800)  # the whole pipeline, then DVC's experiment loop: ~8 min on 2 idle cores
-def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_params):
-    ws = _repo_copy(tmp_path / "repo")
-    tiny_params["gate"]["rules"] += [
-        {"check": "test_perplexity_ratio", "variant": "dp", "baseline": "nonprivate", "max": 1.5},
-        {"check": "empirical_epsilon", "variant": "all", "max": 1.0},
-    ]
-    write_full_params(ws / "params.yaml", tiny_params)
-
-    first = _dvc(ws, "repro")
+@pytest.mark.timeout(1800)  # a copy of the shared pipeline, then DVC's experiment loop
+def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tiny_pipeline, tmp_path):
+    assert tiny_pipeline.params["gate"]["rules"][-2:] == TINY_PIPELINE_RULES  # a utility and an empirical-epsilon rule
+    first = tiny_pipeline.audit.stdout  # `canaryaudit audit` shows DVC's output
+    ws = tiny_pipeline.copy_to(tmp_path / "repo")
     variants = ("nonprivate", "dp", "reference")
     stages = ["prepare", "sanitize", "pretrain", "canaries", "report"] + [f"{s}@{v}" for s in ("train", "exposure", "extract", "pii")
                                                               for v in variants]
@@ -94,56 +52,68 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tmp_path, tiny_par
     assert extract["dp"]["verification"]["public_corpus"] is True
 
     # The headline file is the one metric: no per-stage report (with its timings) is a metric any more
-    metrics = json.loads(_dvc(ws, "metrics", "show", "--json"))
+    metrics = json.loads(dvc(ws, "metrics", "show", "--json"))
     [files] = [entry["data"] for entry in metrics.values()]
     assert list(files) == ["reports/summary.json"]
     summary = json.loads((ws / "reports/summary.json").read_text())
     assert files["reports/summary.json"]["data"] == _without_nulls(summary)  # DVC leaves unmeasured values out
     assert summary["variants"]["dp"]["test_perplexity"] == train["dp"]["test_perplexity"]
-    plots = json.loads(_dvc(ws, "plots", "show", "--json"))
+    plots = json.loads(dvc(ws, "plots", "show", "--json"))
     assert not plots.get("errors"), plots.get("errors")
     for name in ("exposure_vs_insertions", "validation_loss", "membership_roc"):
         assert name in json.dumps(plots)
     _comparison_loop(ws, summary)
 
-    second = _dvc(ws, "repro")
+    second = dvc(ws, "repro")
     assert "Data and pipelines are up to date." in second
     assert "Running stage" not in second
 
-    tiny_params["canaries"]["seed"] = 4  # only the canaries stage reads this section
-    write_full_params(ws / "params.yaml", tiny_params)
-    third = _dvc(ws, "repro")
-    assert "Running stage 'canaries'" in third
-    assert "Running stage 'prepare'" not in third and "Running stage 'sanitize'" not in third
-    assert "Running stage 'pretrain'" not in third  # the public base does not read the canaries
+    # What one changed section reruns: DVC's plan (--dry) for two changes, then one change run for real
+    dry = _dry_run_with(ws, "canaries.seed", 4)  # only the canaries stage reads this section
+    assert "Running stage 'canaries'" in dry
+    assert "Running stage 'prepare'" not in dry and "Running stage 'sanitize'" not in dry
+    assert "Running stage 'pretrain'" not in dry  # the public base does not read the canaries
+    dry = _dry_run_with(ws, "train.variants.dp.dp.noise_multiplier", 3.0)  # only train@dp reads it
+    assert "Running stage 'train@dp'" in dry and "Running stage 'train@nonprivate'" not in dry
 
-    tiny_params["train"]["variants"]["dp"]["dp"]["noise_multiplier"] = 2.0  # only train@dp reads it
-    write_full_params(ws / "params.yaml", tiny_params)
-    fourth = _dvc(ws, "repro")
-    assert "Running stage 'train@dp'" in fourth and "Running stage 'exposure@dp'" in fourth
-    assert "Running stage 'train@nonprivate'" not in fourth and "Running stage 'exposure@nonprivate'" not in fourth
-
-    tiny_params["extract"]["top_k"] = 5  # an attack setting: no model is retrained
-    write_full_params(ws / "params.yaml", tiny_params)
-    fifth = _dvc(ws, "repro")
+    _set_param(ws, "extract.top_k", 5)  # an attack setting: no model is retrained
+    fifth = dvc(ws, "repro")
     assert all(f"Running stage 'extract@{v}'" in fifth for v in variants) and "Running stage 'report'" in fifth
     assert "Running stage 'train@" not in fifth and "Running stage 'exposure@" not in fifth
 
-    status = _dvc(ws, "status")
+    status = dvc(ws, "status")
     assert "up to date" in status
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
     assert set(lock["stages"]["canaries"]["params"]["params.yaml"]) == {"canaries"}
 
 
-def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path, tiny_params):
+def _set_param(ws: Path, dotted: str, value) -> str:
+    """Set one key of the workspace's params.yaml; the file's text before."""
+    path = ws / "params.yaml"
+    before = path.read_text(encoding="utf-8")
+    params = yaml.safe_load(before)
+    *parents, key = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    write_params(path, params)
+    return before
+
+
+def _dry_run_with(ws: Path, dotted: str, value) -> str:
+    """``dvc repro --dry`` with one key changed (the stages whose own dependencies changed); params restored."""
+    before = _set_param(ws, dotted, value)
+    try:
+        return dvc(ws, "repro", "--dry")
+    finally:
+        (ws / "params.yaml").write_text(before, encoding="utf-8")
+
+
+def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tiny_pipeline):
     from mlflow.tracking import MlflowClient
 
-    ws = _repo_copy(tmp_path / "repo")
-    write_full_params(ws / "params.yaml", tiny_params)
-    uri = f"sqlite:///{tmp_path / 'audit-mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": "e2e"}
-    cli = str(Path(sys.executable).with_name("canaryaudit"))
-    proc = subprocess.run([cli, "audit"], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    ws, proc, uri = tiny_pipeline.root, tiny_pipeline.audit, tiny_pipeline.mlflow_uri
     gate = json.loads((ws / "reports/gate.json").read_text())
     assert proc.returncode == (0 if gate["passed"] else 1), proc.stdout + proc.stderr  # a failed gate fails the audit
     assert "Outputs:" in proc.stdout and "data/augmented/train.jsonl" in proc.stdout
@@ -151,7 +121,7 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tmp_path,
     assert f"Privacy gate: {'PASSED' if gate['passed'] else 'FAILED'} " in proc.stdout  # what gate.json says
 
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(tiny_pipeline.experiment).experiment_id])
     parents = [r for r in runs if r.data.tags.get("canaryaudit.role") == "pipeline"]
     assert len(parents) == 1
     run = parents[0]
@@ -203,16 +173,17 @@ def _comparison_loop(ws: Path, summary: dict) -> None:
     from canaryaudit.plots import write_offline_template
 
     write_offline_template(ws)
-    _git(ws, "add", "-A")
-    tracked = _git(ws, "ls-files").split()
+    git(ws, "add", "-A")
+    tracked = git(ws, "ls-files").split()
     assert "reports/summary.json" in tracked and "reports/gate.json" in tracked and "dvc.lock" in tracked
     assert "reports/extract/dp_roc.csv" in tracked and "reports/train/dp_loss.csv" in tracked  # plot files
     assert "reports/train/dp.json" not in tracked and "reports/index.html" not in tracked  # DVC-cached
-    _git(ws, "commit", "-q", "-m", "audit")
+    git(ws, "commit", "-q", "-m", "audit")
 
-    out = _dvc(ws, "exp", "run", "-S", "train.variants.dp.dp.noise_multiplier=2.0")
-    assert "Running stage 'train@dp'" in out and "Running stage 'train@nonprivate'" not in out
-    rows = json.loads(_dvc(ws, "exp", "show", "--json"))
+    out = dvc(ws, "exp", "run", "-S", "train.variants.dp.dp.noise_multiplier=2.0")
+    assert "Running stage 'train@dp'" in out and "Running stage 'exposure@dp'" in out  # and what depends on it
+    assert "Running stage 'train@nonprivate'" not in out and "Running stage 'exposure@nonprivate'" not in out
+    rows = json.loads(dvc(ws, "exp", "show", "--json"))
     experiments = [exp for row in rows for exp in (row.get("experiments") or [])]
     assert len(experiments) == 1
     headline = {}
@@ -222,10 +193,10 @@ def _comparison_loop(ws: Path, summary: dict) -> None:
     assert summary["variants"]["dp"]["epsilon"] in headline.values()
     assert len(set(headline.values())) == 2  # twice the noise: another epsilon
 
-    diff = json.loads(_dvc(ws, "metrics", "diff", "--json"))
+    diff = json.loads(dvc(ws, "metrics", "diff", "--json"))
     changed = diff["reports/summary.json"]  # `dvc metrics diff --json`: {path: {metric: {old, new, diff}}}
     assert changed["variants.dp.epsilon"]["old"] == summary["variants"]["dp"]["epsilon"]
     assert "variants.nonprivate.test_perplexity" not in changed  # not retrained
-    page = Path(_dvc(ws, "plots", "diff", "--out", "plots_diff").strip().splitlines()[-1].removeprefix("file://"))
+    page = Path(dvc(ws, "plots", "diff", "--out", "plots_diff").strip().splitlines()[-1].removeprefix("file://"))
     html = page.read_text(encoding="utf-8")
     assert "<script src" not in html and "window.vegaEmbed" in html and html.count("vegaEmbed('#") >= 3

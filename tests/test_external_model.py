@@ -18,7 +18,7 @@ import torch
 from canaryaudit.config import parse_params
 from canaryaudit.errors import ParamsError
 from canaryaudit.io import read_json, read_jsonl
-from tests.conftest import TINY_PARAMS, run_stage, write_params
+from tests.conftest import TINY_PARAMS, dvc, run_stage, write_full_params, write_params
 
 
 def hf_tokenizer(texts: list[str]):
@@ -179,26 +179,19 @@ def test_external_folders_that_cannot_be_audited(stage_ws: Path, saved_model: Pa
 
 
 @pytest.mark.slow
-def test_a_model_fine_tuned_with_the_hf_trainer_is_audited_by_dvc_repro(tmp_path):
-    """The README's worked example in miniature: data stages, the user's own Trainer run on
-    data/augmented/train.jsonl, then `dvc repro` audits it beside a trained variant; new weights
-    make DVC rerun the external model's stages only."""
-    from tests.test_e2e_dvc import _dvc, _repo_copy, write_full_params
-
-    ws = _repo_copy(tmp_path / "repo")
-    params = json.loads(json.dumps(TINY_PARAMS))
-    params["train"]["variants"] = {"nonprivate": {}, "reference": {"model": {"width": 16}, "init": "scratch"}}
-    params["gate"]["rules"] = [{"check": "extracted_canaries", "variant": "nonprivate", "max": 1000}]
-    write_full_params(ws / "params.yaml", params)
-    _dvc(ws, "repro", "canaries")
+def test_a_model_fine_tuned_with_the_hf_trainer_is_audited_by_dvc_repro(tiny_pipeline, tmp_path):
+    """The README's worked example in miniature, on a copy of the audited tiny pipeline: the user's own
+    Trainer run on data/augmented/train.jsonl, then `dvc repro` audits it beside the trained variants and
+    runs only its stages; new weights make DVC rerun the external model's stages only."""
+    ws = tiny_pipeline.copy_to(tmp_path / "repo")
     fine_tune_with_hf_trainer(ws / "data/augmented/train.jsonl", ws / "external/mine")
-    params = with_external(params, Path("external/mine"))
+    params = with_external(tiny_pipeline.fresh_params(), Path("external/mine"))
     params["gate"]["rules"] = [{"check": "extracted_canaries", "variant": "mine", "max": 1000}]
     write_full_params(ws / "params.yaml", params)
-    log = _dvc(ws, "repro")
+    log = dvc(ws, "repro")
     for stage in ("external@mine", "exposure_external@mine", "extract_external@mine", "report"):
         assert f"Running stage '{stage}'" in log
-    assert "Running stage 'train@mine'" not in log
+    assert "Running stage 'train@" not in log and "Running stage 'exposure@" not in log  # the others are up to date
     summary = read_json(ws / "reports/summary.json")
     assert "mine" in summary["variants"] and "nonprivate" in summary["variants"]
     gate = read_json(ws / "reports/gate.json")
@@ -206,5 +199,5 @@ def test_a_model_fine_tuned_with_the_hf_trainer_is_audited_by_dvc_repro(tmp_path
     html = (ws / "reports/index.html").read_text(encoding="utf-8")
     assert "trained elsewhere" in html
     fine_tune_with_hf_trainer(ws / "data/augmented/train.jsonl", ws / "external/mine", steps=5)  # new weights
-    status = _dvc(ws, "status")
+    status = dvc(ws, "status")
     assert "external@mine" in status and "train@nonprivate" not in status

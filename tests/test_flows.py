@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,18 +22,11 @@ import yaml
 
 from canaryaudit import orchestration as orc
 from canaryaudit.errors import CanaryAuditError, ParamsError
-from tests.conftest import REPO, TINY_PARAMS
+from tests.conftest import REPO, TINY_PARAMS, full_params, repo_workspace
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
 
 # ============================================================ helpers
-
-
-def full_params(params: dict) -> dict:
-    """DVC needs every params key a stage lists: write the defaults out in full."""
-    from canaryaudit.config import parse_params
-
-    return parse_params(params).model_dump(mode="json")
 
 
 def fake_workspace(path: Path, stages: dict, files: dict[str, str] | None = None) -> Path:
@@ -46,21 +38,6 @@ def fake_workspace(path: Path, stages: dict, files: dict[str, str] | None = None
     for rel, text in (files or {}).items():
         (path / rel).write_text(textwrap.dedent(text), encoding="utf-8")
     return path
-
-
-def repo_workspace(dest: Path, params: dict) -> Path:
-    """A copy of the real pipeline (dvc.yaml, stage scripts, library sources) with ``params``."""
-    for rel in ("dvc.yaml", ".dvcignore", "stages", "src"):
-        src = REPO / rel
-        if src.is_dir():
-            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    (dest / ".dvc").mkdir(parents=True, exist_ok=True)
-    (dest / ".dvc" / "config").write_text("[core]\n    no_scm = true\n    analytics = false\n", encoding="utf-8")
-    (dest / "params.yaml").write_text(yaml.safe_dump(full_params(params), sort_keys=False), encoding="utf-8")
-    return dest
 
 
 def task_runs(flow_run_id) -> dict[str, list]:
@@ -84,14 +61,6 @@ def flow_run(flow_run_id):
 
 
 STAGE_A = {"cmd": "python -c \"open('a.txt','w').write('a')\"", "outs": ["a.txt"]}
-
-
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
 
 
 # ============================================================ orchestration: pure helpers

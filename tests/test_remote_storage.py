@@ -3,7 +3,6 @@ another, and stages log to an MLflow tracking server (started on 127.0.0.1) inst
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -12,40 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_PARAMS, run_stage, write_params
-from tests.test_e2e_dvc import _dvc, _repo_copy, write_full_params
+from tests.conftest import dvc, git, run_stage, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("mlflow_tracking")]  # asserts what MLflow logged
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
 
-
-def _git(ws: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=ws, check=True, capture_output=True, env={**os.environ, **GIT_ENV})
-
-
-def test_models_trained_in_one_clone_are_audited_in_another_through_a_dvc_remote(tmp_path):
-    params = {**TINY_PARAMS, "pretrain": {**TINY_PARAMS["pretrain"], "source": "none"}}
-    params["train"] = {**params["train"], "variants": {"nonprivate": {}}}
-    params["extract"] = {**params["extract"], "reference_variant": "nonprivate"}
-    params["gate"] = {"rules": []}
-    trainer = _repo_copy(tmp_path / "trainer")
-    write_full_params(trainer / "params.yaml", params)
-    _dvc(trainer, "repro", "train@nonprivate")
-    _dvc(trainer, "remote", "add", "-d", "store", str(tmp_path / "remote"))
-    _dvc(trainer, "push")
-    _git(trainer, "add", "-A")
-    _git(trainer, "commit", "-qm", "trained")
+def test_models_trained_in_one_clone_are_audited_in_another_through_a_dvc_remote(tiny_pipeline, tmp_path):
+    trainer = tiny_pipeline.copy_to(tmp_path / "trainer")  # a clone where the pipeline ran
+    dvc(trainer, "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    dvc(trainer, "push")
+    git(trainer, "add", "-A")
+    git(trainer, "commit", "-qm", "trained")
 
     auditor = tmp_path / "auditor"  # another machine: the git history, no data or model
     subprocess.run(["git", "clone", "-q", str(trainer), str(auditor)], check=True)
     assert not (auditor / "models/nonprivate").exists()
-    _dvc(auditor, "pull", "--with-deps", "train@nonprivate")  # what was trained and what it was trained on
+    dvc(auditor, "pull", "--with-deps", "train@nonprivate")  # what was trained and what it was trained on
     weights = (auditor / "models/nonprivate/model.safetensors").read_bytes()
     assert weights == (trainer / "models/nonprivate/model.safetensors").read_bytes()
-    assert "up to date" in _dvc(auditor, "status", "train@nonprivate")
-    out = _dvc(auditor, "repro", "exposure@nonprivate")
+    assert "up to date" in dvc(auditor, "status", "train@nonprivate")
+    out = dvc(auditor, "repro", "exposure@nonprivate")
     assert "Running stage 'exposure@nonprivate'" in out and "Running stage 'train@nonprivate'" not in out
     assert (auditor / "reports/exposure/nonprivate.json").exists()
 

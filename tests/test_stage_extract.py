@@ -10,11 +10,6 @@ from canaryaudit.schemas import SAMPLES, validate_records
 from tests.conftest import run_stage, write_params
 
 
-def train(ws, variant):
-    run_stage(ws, "train", "--variant", variant, "--out", f"models/{variant}",
-              "--report", f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
-
-
 def run_extract(ws, variant, check=True, suffix=""):
     return run_stage(ws, "extract", "--variant", variant, "--model", f"models/{variant}",
                      "--reference-model", "models/reference", "--train-report", f"reports/train/{variant}.json",
@@ -24,21 +19,9 @@ def run_extract(ws, variant, check=True, suffix=""):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny workspace with the data stages run and the nonprivate and reference models trained."""
-    import shutil
-
-    from tests.conftest import REPO, TINY_PARAMS
-
-    ws = tmp_path_factory.mktemp("extract_ws")
-    shutil.copytree(REPO / "stages", ws / "stages")
-    write_params(ws / "params.yaml", TINY_PARAMS)
-    for stage in ("prepare", "sanitize", "canaries"):
-        run_stage(ws, stage)
-    train(ws, "nonprivate")
-    train(ws, "reference")
-    run_extract(ws, "nonprivate")
-    return ws
+def trained(tiny_pipeline, tmp_path_factory):
+    """A copy of the shared tiny pipeline: data stages run, models trained, extract@nonprivate written by DVC."""
+    return tiny_pipeline.copy_to(tmp_path_factory.mktemp("extract_ws") / "ws")
 
 
 def test_registries_match_the_names_params_accept():
@@ -76,13 +59,14 @@ def test_extract_stage_outputs(trained):
 
 
 def test_extract_is_deterministic(trained):
-    run_extract(trained, "nonprivate", suffix="_again")
-    first = read_json(trained / "reports/extract/nonprivate.json")
+    for suffix in ("_once", "_again"):
+        run_extract(trained, "nonprivate", suffix=suffix)
+    first = read_json(trained / "reports/extract/nonprivate_once.json")
     second = read_json(trained / "reports/extract/nonprivate_again.json")
     for report in (first, second):
         report["samples"] = {k: v for k, v in report["samples"].items() if not k.endswith("_seconds")}
     assert first == second
-    assert (trained / "reports/extract/nonprivate_samples.jsonl").read_bytes() == (
+    assert (trained / "reports/extract/nonprivate_once_samples.jsonl").read_bytes() == (
         trained / "reports/extract/nonprivate_again_samples.jsonl").read_bytes()
 
 

@@ -65,10 +65,8 @@ def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_p
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
 
 
-def test_dp_variant_reports_epsilon_and_privacy_unit(workspace, tiny_params):
-    for stage in ("prepare", "sanitize", "canaries"):
-        run_stage(workspace, stage)
-    train_variant(workspace, "dp")
+def test_dp_variant_reports_epsilon_and_privacy_unit(tiny_pipeline):
+    workspace = tiny_pipeline.root  # train@dp as DVC ran it
     card = read_json(workspace / "models/dp/card.json")
     report = read_json(workspace / "reports/train/dp.json")
     assert card["dp"]["epsilon"] == report["epsilon"] > 0
@@ -76,9 +74,9 @@ def test_dp_variant_reports_epsilon_and_privacy_unit(workspace, tiny_params):
     assert report["delta"] == card["dp"]["delta"]
 
 
-def test_unknown_variant_and_bad_variant_params(workspace, tiny_params):
-    for stage in ("prepare", "sanitize", "canaries"):
-        run_stage(workspace, stage)
+def test_unknown_variant_and_bad_variant_params(tiny_pipeline, tmp_path):
+    workspace = tiny_pipeline.copy_to(tmp_path / "ws")  # the data stages have run
+    tiny_params = tiny_pipeline.fresh_params()
     proc = run_stage(workspace, "train", "--variant", "nope", "--out", "m", "--report", "r.json", "--plot", "p.csv",
                      check=False)
     assert proc.returncode == 2 and "no variant 'nope'; defined: nonprivate, dp, reference" in proc.stderr

@@ -12,8 +12,7 @@ import yaml
 
 from canaryaudit import orchestration as orc
 from canaryaudit.errors import ParamsError
-from tests.conftest import REPO, TINY_PARAMS
-from tests.test_flows import full_params, harness, repo_workspace  # noqa: F401 - harness is a fixture
+from tests.conftest import REPO, TINY_PARAMS, full_params, repo_workspace
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
 
@@ -141,7 +140,7 @@ def test_labels_of_close_points_do_not_overlap():
 
 
 @pytest.mark.slow
-def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harness):  # noqa: F811
+def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harness):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId

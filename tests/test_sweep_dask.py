@@ -8,8 +8,7 @@ import csv
 import pytest
 
 from canaryaudit.errors import CanaryAuditError, RegistryError
-from tests.conftest import TINY_PARAMS
-from tests.test_flows import harness, repo_workspace  # noqa: F401 - harness is a fixture
+from tests.conftest import TINY_PARAMS, repo_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +17,7 @@ def _rows(ws, name: str) -> list[dict[str, str]]:
     return list(csv.DictReader((ws / "reports" / "sweeps" / name / "comparison.csv").open()))
 
 
-def test_two_points_run_on_dask_workers_and_match_the_threaded_sweep(tmp_path, harness, monkeypatch):  # noqa: F811
+def test_two_points_run_on_dask_workers_and_match_the_threaded_sweep(tmp_path, harness, monkeypatch):
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
 
