@@ -144,18 +144,61 @@ def workspace(tmp_path: Path, tiny_params: dict) -> Path:
     return tmp_path
 
 
-def run_stage(workspace: Path, stage: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a stage script as DVC would (fresh interpreter, cwd = workspace)."""
-    proc = subprocess.run(
-        [sys.executable, f"stages/{stage}.py", *args],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_stage(workspace: Path, stage: str, *args: str, check: bool = True,
+              in_process: bool | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a stage script as DVC would (cwd = workspace, ``stages/STAGE.py ARGS``); its exit code and output.
+
+    In this process unless MLflow tracking is on or ``in_process=False``: a test of what a stage computes
+    or which message it fails with then costs no interpreter start and imports (3-5 s a call). A few tests
+    keep a fresh interpreter for what only a process shows: the exit code DVC sees and no traceback on
+    stderr, a stage relaunching itself under torchrun, MLflow runs closed by a real exit.
+    """
+    if in_process is None:
+        in_process = os.environ.get("CANARYAUDIT_TRACKING") == "0"
+    argv = [sys.executable, f"stages/{stage}.py", *args]
+    if in_process:
+        proc = _run_stage_in_this_process(workspace, argv)
+    else:
+        proc = subprocess.run(argv, cwd=workspace, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _run_stage_in_this_process(workspace: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``runpy`` the stage script as ``__main__`` with its argv and cwd, its output and log captured;
+    what it changes of this process (cwd, argv, the SIGTERM handler, torch threads, log level) put back."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+    import signal
+
+    import torch  # every stage imports it (the schemas do); here so that its thread count can be put back
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("canaryaudit")
+    saved = (os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM), logger.level, torch.get_num_threads())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    code = 0
+    try:
+        os.chdir(workspace)
+        sys.argv = argv[1:]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(argv[1], run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        cwd, sys.argv, sigterm, level, threads = saved
+        os.chdir(cwd)
+        signal.signal(signal.SIGTERM, sigterm)
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+        torch.set_num_threads(threads)  # the pii stage sets its own
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,8 @@ def test_train_stage_with_two_processes_matches_one(workspace, tiny_params):
         run_stage(workspace, stage)
     for variant in ("one", "two"):
         proc = run_stage(workspace, "train", "--variant", variant, "--out", f"models/{variant}", "--report",
-                         f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
+                         f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv",
+                         in_process=False)  # relaunches itself under torchrun
     assert "launching 2 processes with torchrun" in proc.stderr
     one, two = (load_file(str(workspace / f"models/{v}/model.safetensors")) for v in ("one", "two"))
     # AdamW (the default optimizer) divides by the root of tiny second moments, which magnifies the
@@ -179,7 +180,8 @@ def test_a_worker_params_error_exits_2_through_torchrun(workspace, tiny_params):
     for stage in ("prepare", "sanitize", "pretrain", "canaries"):
         run_stage(workspace, stage)
     proc = run_stage(workspace, "train", "--variant", "nonprivate", "--out", "models/nonprivate", "--report",
-                     "reports/train/nonprivate.json", "--plot", "reports/train/nonprivate_loss.csv", check=False)
+                     "reports/train/nonprivate.json", "--plot", "reports/train/nonprivate_loss.csv", check=False,
+                     in_process=False)  # the workers' stderr is the process's
     assert proc.returncode == 2, proc.stderr
     assert "train.device: 'cuda' requested but no CUDA device is available" in proc.stderr
     assert not (workspace / "models/nonprivate").exists()

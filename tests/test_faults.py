@@ -32,7 +32,6 @@ from canaryaudit.config import Params, load_params, parse_params
 from canaryaudit.errors import DataError, OutputError, ParamsError
 from tests.conftest import REPO, TINY_PARAMS, run_stage, write_params
 
-pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
 
 # ---------------------------------------------------------------- helpers
 
@@ -145,7 +144,8 @@ def test_non_finite_gate_max_in_report_stage(ws):
 
 def test_exposure_on_a_missing_model(ws):
     proc = run_stage(ws, "exposure", "--variant", "nonprivate", "--model", "models/nowhere",
-                     "--report", "tmp/e/r.json", "--csv", "tmp/e/r.csv", check=False)
+                     "--report", "tmp/e/r.json", "--csv", "tmp/e/r.csv", check=False,
+                     in_process=False)  # what DVC sees: exit 2 and one message, no traceback
     assert_clear(proc, "models/nowhere: model folder not found", "train@nowhere")
 
 
@@ -246,6 +246,7 @@ def _running_runs() -> list:
     return client.search_runs(ids, filter_string="attributes.status = 'RUNNING' and tags.`canaryaudit.role` = 'variant'")
 
 
+@pytest.mark.usefixtures("mlflow_tracking")  # the child run is closed, not left RUNNING
 def test_disk_full_during_training(ws, full_disk):
     name = params_file(ws, "short", tiny(train__max_steps=2))
     proc = run_stage(ws, "train", "--params", name, "--variant", "nonprivate", "--out", str(full_disk / "m"),
@@ -498,6 +499,7 @@ _KILLED_STAGE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.usefixtures("mlflow_tracking")
 def test_runs_of_a_killed_stage_are_marked_killed_by_the_next_run(tmp_path):
     from mlflow.tracking import MlflowClient
 

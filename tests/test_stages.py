@@ -91,7 +91,7 @@ def test_file_source_has_no_ground_truth(workspace, tiny_params):
 def test_bad_params_exit_2_with_the_key_and_write_nothing(workspace, tiny_params):
     tiny_params["data"]["seed"] = "seven"
     write_params(workspace / "params.yaml", tiny_params)
-    proc = run_stage(workspace, "prepare", check=False)
+    proc = run_stage(workspace, "prepare", check=False, in_process=False)  # the exit code and stderr DVC sees
     assert proc.returncode == 2
     assert "data.seed: Input should be a valid integer" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -102,5 +102,5 @@ def test_bad_input_file_exit_2_names_file_and_line(workspace, tiny_params):
     (workspace / "c.jsonl").write_text('{"text": "a"}\n{oops}\n')
     tiny_params["data"]["source"] = "file:c.jsonl"
     write_params(workspace / "params.yaml", tiny_params)
-    proc = run_stage(workspace, "prepare", check=False)
+    proc = run_stage(workspace, "prepare", check=False, in_process=False)
     assert proc.returncode == 2 and "c.jsonl:2: invalid JSON" in proc.stderr
