@@ -310,10 +310,34 @@ def harness():
         yield
 
 
+#: Module fixtures that are cheap to build again on another worker (no test grouping for them).
+CHEAP_MODULE_FIXTURES = {"one_torch_thread"}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The shared pipeline's users together (it is built once per worker that runs one); each module with
+    an expensive module fixture (a trained model, a brute force) on one worker, so it is built once."""
+    if "tiny_pipeline" in item.fixturenames:
+        return "tiny_pipeline"
+    fixtures = getattr(item, "_fixtureinfo", None)
+    for defs in (fixtures.name2fixturedefs.values() if fixtures else ()):
+        if any(d.scope == "module" and d.argname not in CHEAP_MODULE_FIXTURES for d in defs):
+            return item.nodeid.split("::")[0]
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the shared pipeline's users on one xdist worker (one build), and start the slow tests first
-    so that the two workers share them instead of one finishing them alone at the end."""
+    """Group tests for pytest-xdist (``--dist loadgroup``) and order them: the shared pipeline first, the
+    slow tests next, so that the workers share the long ones instead of one finishing them alone at the end
+    (``--no-loadscope-reorder`` keeps this order)."""
     for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item: pytest.Item) -> int:
         if "tiny_pipeline" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("tiny_pipeline"))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each part keeps its order
+            return 0
+        return 1 if item.get_closest_marker("slow") is not None else 2
+
+    items.sort(key=rank)  # stable: each part keeps the collection order

@@ -22,6 +22,7 @@ def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, 
     # (fine-tuning the pretrain base would keep the base's tokenizer, kind "pretrained").
     tiny_params["train"]["variants"] = {"bpe": {"init": "scratch"},
                                         "reference": {"model": {"width": 16}, "init": "scratch"}}
+    tiny_params["pretrain"]["source"] = "none"  # no variant starts from a base: none to train
     tiny_params["gate"]["rules"] = [{"check": "exposure", "variant": "bpe", "insertions": 40, "max": 40.0},
                                     {"check": "extracted_canaries", "variant": "bpe", "max": 10}]
     write_full_params(ws / "params.yaml", tiny_params)

@@ -432,13 +432,15 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
 
 
 def tiny_audit_params() -> dict:
-    """TINY_PARAMS with one variant (its own extract reference) and a gate with one rule that cannot hold."""
+    """TINY_PARAMS with one variant (its own extract reference, trained from scratch) and a gate with one rule
+    that cannot hold."""
     import copy
 
     params = copy.deepcopy(TINY_PARAMS)
     params["train"]["variants"] = {"nonprivate": {}}
     params["extract"]["reference_variant"] = "nonprivate"
     params["exposure"]["references"] = 200
+    params["pretrain"]["source"] = "none"  # the stage still runs (it writes the manifests); no base to train
     params["gate"] = {
         "rules": [
             {"name": "np-perplexity", "check": "test_perplexity", "variant": "nonprivate", "max": 0.0},  # cannot hold

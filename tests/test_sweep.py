@@ -150,6 +150,7 @@ def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harne
 
     params = copy.deepcopy(TINY_PARAMS)
     params["train"]["max_steps"] = 3
+    params["pretrain"]["source"] = "none"  # the points train from scratch: no base model per width to train first
     ws = repo_workspace(tmp_path / "repo", params)
     grid = {"train.batch_size": [8, 16], "train.model.width": [16, 32]}
     state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2x2", return_state=True)
