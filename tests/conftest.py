@@ -291,6 +291,9 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TinyPipeline:
     root = repo_copy(base / "repo")
     params = copy.deepcopy(TINY_PARAMS)
     params["gate"]["rules"] += copy.deepcopy(TINY_PIPELINE_RULES)
+    # As the default audit: two variants fine-tuned from the public base, which is also the reference model
+    params["train"]["variants"] = {k: v for k, v in params["train"]["variants"].items() if k != "reference"}
+    params["extract"]["reference_variant"] = "pretrain"
     write_full_params(root / "params.yaml", params)
     uri, experiment = f"sqlite:///{base / 'audit-mlflow.db'}", "e2e"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "CANARYAUDIT_EXPERIMENT": experiment, "CANARYAUDIT_TRACKING": "1"}
@@ -315,10 +318,13 @@ CHEAP_MODULE_FIXTURES = {"one_torch_thread"}
 
 
 def _xdist_group(item: pytest.Item) -> str | None:
-    """The shared pipeline's users together (it is built once per worker that runs one); each module with
-    an expensive module fixture (a trained model, a brute force) on one worker, so it is built once."""
+    """The shared pipeline's users together (it is built once per worker that runs one), the flows together
+    (one Prefect server), each module with an expensive module fixture (a trained model, a brute force) on
+    one worker, so that each is built once."""
     if "tiny_pipeline" in item.fixturenames:
         return "tiny_pipeline"
+    if "harness" in item.fixturenames:
+        return "prefect"  # one Prefect server for the run's flows
     fixtures = getattr(item, "_fixtureinfo", None)
     for defs in (fixtures.name2fixturedefs.values() if fixtures else ()):
         if any(d.scope == "module" and d.argname not in CHEAP_MODULE_FIXTURES for d in defs):
@@ -326,18 +332,21 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist (``--dist loadgroup``) and order them: the shared pipeline first, the
-    slow tests next, so that the workers share the long ones instead of one finishing them alone at the end
-    (``--no-loadscope-reorder`` keeps this order)."""
+    """Group tests for pytest-xdist (``--dist loadgroup``) and order them: the shared pipeline first, then
+    the slow tests, longest first (``@pytest.mark.slow(minutes=M)``: the time on one core of 2), so that the
+    workers share the long ones instead of one finishing them alone at the end (``--no-loadscope-reorder``
+    keeps this order)."""
     for item in items:
         group = _xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, float]:
         if "tiny_pipeline" in item.fixturenames:
-            return 0
-        return 1 if item.get_closest_marker("slow") is not None else 2
+            return 0, 0.0
+        slow = item.get_closest_marker("slow")
+        return (1, -slow.kwargs.get("minutes", 1.0)) if slow is not None else (2, 0.0)  # longest first
 
     items.sort(key=rank)  # stable: each part keeps the collection order

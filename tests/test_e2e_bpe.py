@@ -7,7 +7,7 @@ import pytest
 from canaryaudit.io import read_json
 from tests.conftest import dvc, repo_copy, write_full_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=1.3)
 
 
 def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, tiny_params):
@@ -20,8 +20,8 @@ def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, 
     tiny_params["exposure"]["extraction"]["max_expansions"] = 20_000
     # From scratch: the BPE is fit on the training text, canaries included, so it merges their digits
     # (fine-tuning the pretrain base would keep the base's tokenizer, kind "pretrained").
-    tiny_params["train"]["variants"] = {"bpe": {"init": "scratch"},
-                                        "reference": {"model": {"width": 16}, "init": "scratch"}}
+    tiny_params["train"]["variants"] = {"bpe": {"init": "scratch"}}
+    tiny_params["extract"]["reference_variant"] = "bpe"  # no second model: extraction without the reference ratio
     tiny_params["pretrain"]["source"] = "none"  # no variant starts from a base: none to train
     tiny_params["gate"]["rules"] = [{"check": "exposure", "variant": "bpe", "insertions": 40, "max": 40.0},
                                     {"check": "extracted_canaries", "variant": "bpe", "max": 10}]

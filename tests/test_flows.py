@@ -458,7 +458,7 @@ def gate_artifacts(key: str) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1.5)
 def test_full_tiny_audit_flow_reports_and_gates(tmp_path, harness):
     from mlflow.tracking import MlflowClient
 

@@ -1,8 +1,10 @@
 """extract@VARIANT as DVC runs it, on tiny data: outputs, schema, masking, determinism, bad settings."""
 
 import csv
+from contextlib import contextmanager
 
 import pytest
+import yaml
 
 from canaryaudit.config import EXTRACT_METRICS, EXTRACT_STRATEGIES
 from canaryaudit.io import read_json, read_jsonl
@@ -10,9 +12,9 @@ from canaryaudit.schemas import SAMPLES, validate_records
 from tests.conftest import run_stage, write_params
 
 
-def run_extract(ws, variant, check=True, suffix=""):
+def run_extract(ws, variant, check=True, suffix="", reference="pretrain"):
     return run_stage(ws, "extract", "--variant", variant, "--model", f"models/{variant}",
-                     "--reference-model", "models/reference", "--train-report", f"reports/train/{variant}.json",
+                     "--reference-model", f"models/{reference}", "--train-report", f"reports/train/{variant}.json",
                      "--report", f"reports/extract/{variant}{suffix}.json",
                      "--samples", f"reports/extract/{variant}{suffix}_samples.jsonl",
                      "--roc", f"reports/extract/{variant}{suffix}_roc.csv", check=check)
@@ -34,7 +36,7 @@ def test_registries_match_the_names_params_accept():
 
 def test_extract_stage_outputs(trained):
     report = read_json(trained / "reports/extract/nonprivate.json")
-    assert report["reference_variant"] == "reference" and report["metrics"] == list(EXTRACT_METRICS)
+    assert report["reference_variant"] == "pretrain" and report["metrics"] == list(EXTRACT_METRICS)
     assert report["samples"]["generated"] == 3 * 12 and report["samples"]["per_strategy"] == {
         "top_n": 12, "temperature_decay": 12, "prefix": 12}
     assert len(report["table"]) == 3 * 6
@@ -70,22 +72,31 @@ def test_extract_is_deterministic(trained):
         trained / "reports/extract/nonprivate_again_samples.jsonl").read_bytes()
 
 
+@contextmanager
+def params_changed(ws, change):
+    """The workspace's params.yaml with ``change(params)`` applied, put back afterwards."""
+    path = ws / "params.yaml"
+    before = path.read_text(encoding="utf-8")
+    params = yaml.safe_load(before)
+    change(params)
+    write_params(path, params)
+    try:
+        yield
+    finally:
+        path.write_text(before, encoding="utf-8")
+
+
 def test_reference_variant_skips_the_ratio_against_itself(trained):
-    run_extract(trained, "reference", suffix="_self")
-    report = read_json(trained / "reports/extract/reference_self.json")
+    with params_changed(trained, lambda p: p["extract"].update(reference_variant="nonprivate")):
+        run_extract(trained, "nonprivate", suffix="_self", reference="nonprivate")
+    report = read_json(trained / "reports/extract/nonprivate_self.json")
     assert report["reference_variant"] is None and "reference_ratio" not in report["metrics"]
     assert "reference_ratio" not in report["membership"]["metrics"]
 
 
-def test_too_many_guesses_is_a_params_error(trained, tiny_params):
-    tiny_params["extract"]["audit"] = {"guesses_included": 6, "guesses_excluded": 6}
-    write_params(trained / "params.yaml", tiny_params)
-    try:
+def test_too_many_guesses_is_a_params_error(trained):
+    with params_changed(trained, lambda p: p["extract"].update(audit={"guesses_included": 6, "guesses_excluded": 6})):
         proc = run_extract(trained, "nonprivate", check=False, suffix="_bad")
-    finally:
-        from tests.conftest import TINY_PARAMS
-
-        write_params(trained / "params.yaml", TINY_PARAMS)
     assert proc.returncode == 2 and "extract.audit: 12 guesses but only 8 audit canaries" in proc.stderr
     assert not (trained / "reports/extract/nonprivate_bad.json").exists()
 

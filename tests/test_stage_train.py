@@ -79,7 +79,7 @@ def test_unknown_variant_and_bad_variant_params(tiny_pipeline, tmp_path):
     tiny_params = tiny_pipeline.fresh_params()
     proc = run_stage(workspace, "train", "--variant", "nope", "--out", "m", "--report", "r.json", "--plot", "p.csv",
                      check=False)
-    assert proc.returncode == 2 and "no variant 'nope'; defined: nonprivate, dp, reference" in proc.stderr
+    assert proc.returncode == 2 and "no variant 'nope'; defined: nonprivate, dp" in proc.stderr
     tiny_params["train"]["variants"]["dp"]["dp"]["delta"] = 0.5
     write_params(workspace / "params.yaml", tiny_params)
     proc = run_stage(workspace, "train", "--variant", "dp", "--out", "m", "--report", "r.json", "--plot", "p.csv",

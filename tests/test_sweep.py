@@ -139,7 +139,7 @@ def test_labels_of_close_points_do_not_overlap():
     assert len(ys) == 3 and all(b - a >= 11 - 1e-6 for a, b in zip(ys, ys[1:]))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1.7)
 def test_sweep_2x2_tiny_logs_four_runs_and_writes_the_comparison(tmp_path, harness):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
