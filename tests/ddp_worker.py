@@ -32,7 +32,6 @@ BASE = {
 CASES = {
     "plain": {},
     "dp": {"dp": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}},
-    "dp-resume": {"epochs": 3, "dp": {"enabled": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0}},
     "adam": {"optimizer": {"name": "adamw", "lr": 0.003, "warmup_steps": 2}},
 }
 #: Training sequences: 16 x 9 + 1, so each epoch ends with a global batch of one sequence and

@@ -57,7 +57,7 @@ def sentencepiece_style() -> PretrainedTokenizer:
     return PretrainedTokenizer(PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>"))
 
 
-def train_tiny(tokenizer, texts: list[str], steps: int = 500, seed: int = 0) -> torch.nn.Module:
+def train_tiny(tokenizer, texts: list[str], steps: int = 250, seed: int = 0) -> torch.nn.Module:
     """A 2-layer GPT-2 trained on ``texts`` with plain AdamW (a real model, small enough for a test)."""
     torch.manual_seed(seed)
     model = build_model(ModelSpec("gpt2", tokenizer.vocab_size, layers=2, width=64, heads=4, context=32))

@@ -18,12 +18,13 @@ def train_variant(ws, variant):
                      "--report", f"reports/train/{variant}.json", "--plot", f"reports/train/{variant}_loss.csv")
 
 
-def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_params, mlflow_tracking):
+def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_params, monkeypatch, isolated_mlflow):
     tiny_params["canaries"].update(insertions=[1, 64], per_count=2, audit={"count": 0})
     tiny_params["train"].update(epochs=6, model={"arch": "gpt2", "layers": 2, "width": 64, "heads": 4, "context": 32})
     write_params(workspace / "params.yaml", tiny_params)
     for stage in ("prepare", "sanitize", "canaries"):
-        run_stage(workspace, stage)
+        run_stage(workspace, stage)  # in this process, MLflow off
+    monkeypatch.setenv("CANARYAUDIT_TRACKING", "1")  # the train stage logs (its own process)
     train_variant(workspace, "nonprivate")
 
     folder = workspace / "models/nonprivate"
@@ -51,7 +52,7 @@ def test_nonprivate_model_memorizes_canaries_inserted_64_times(workspace, tiny_p
     assert inserted_px.mean() < fresh_px.mean() - 10, (inserted_px, fresh_px.mean())
     assert (inserted_px[:, None] < fresh_px[None, :]).mean() > 0.99  # ranks above almost every fresh candidate
 
-    client = MlflowClient(mlflow_tracking)
+    client = MlflowClient(isolated_mlflow)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               filter_string="tags.`canaryaudit.variant` = 'nonprivate'")
     assert runs, "a nested MLflow run per variant"
