@@ -441,6 +441,7 @@ def tiny_audit_params() -> dict:
     params["extract"]["reference_variant"] = "nonprivate"
     params["exposure"]["references"] = 200
     params["pretrain"]["source"] = "none"  # the stage still runs (it writes the manifests); no base to train
+    params["train"]["max_steps"] = 3  # the flow's order, states and verdict, not what the model learns
     params["gate"] = {
         "rules": [
             {"name": "np-perplexity", "check": "test_perplexity", "variant": "nonprivate", "max": 0.0},  # cannot hold

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dvc, git, run_stage
+from tests.conftest import dvc, git, run_stage, write_full_params
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +72,9 @@ def test_stages_log_to_an_mlflow_tracking_server(tiny_pipeline, tmp_path, mlflow
     from mlflow.tracking import MlflowClient
 
     workspace = tiny_pipeline.copy_to(tmp_path / "ws")  # the data stages have run; train a variant again
+    params = tiny_pipeline.fresh_params()
+    params["train"]["max_steps"] = 3  # what it logs, not what it learns
+    write_full_params(workspace / "params.yaml", params)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     run_stage(workspace, "train", "--variant", "nonprivate", "--out", "models/again", "--report",
               "reports/train/again.json", "--plot", "reports/train/again_loss.csv", in_process=False)
