@@ -325,7 +325,7 @@ def _xdist_group(item: pytest.Item) -> str | None:
         return "tiny_pipeline"
     if "harness" in item.fixturenames:
         return "prefect"  # one Prefect server for the run's flows
-    fixtures = getattr(item, "_fixtureinfo", None)
+    fixtures = getattr(item, "_fixtureinfo", None)  # the item's fixture definitions (pytest has no public accessor)
     for defs in (fixtures.name2fixturedefs.values() if fixtures else ()):
         if any(d.scope == "module" and d.argname not in CHEAP_MODULE_FIXTURES for d in defs):
             return item.nodeid.split("::")[0]
