@@ -12,30 +12,31 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from canaryaudit import tracking
 from canaryaudit.config import Params, load_params
-from canaryaudit.corpus.public import PublicCorpus, load_public_corpus
 from canaryaudit.io import atomic_folder, write_json, write_jsonl
-from canaryaudit.pii.detectors import EntropyOptions, build_detectors
-from canaryaudit.pii.sanitize import sanitize_records
-from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl, validate_records
 from canaryaudit.stagekit import log, run_in_processes, run_stage, stage_parser
-from canaryaudit.training.base import pretrain_settings
-from canaryaudit.training.data import file_sha256
-from canaryaudit.training.distributed import World, close_world, init_world, launched_by_torchrun, quiet_workers
-from canaryaudit.training.loop import Trainer, resolve_device
-from canaryaudit.training.models import count_parameters
-from canaryaudit.training.pipeline import build_variant_model, model_card, prepare_data, save_trained, train_report
+
+if TYPE_CHECKING:
+    from canaryaudit.corpus.public import PublicCorpus
+    from canaryaudit.training.distributed import World
 
 MANIFEST = "pretrain.json"
 
 
 def _texts(path: str) -> list[str]:
+    from canaryaudit.schemas import DOCUMENTS, read_checked_jsonl
+
     return [r["text"] for r in read_checked_jsonl(DOCUMENTS, path)]
 
 
 def sanitized_records(params: Params, corpus: PublicCorpus) -> list[dict[str, object]]:
     """The public documents as records, through the sanitize stage's detectors and actions."""
+    from canaryaudit.pii.detectors import EntropyOptions, build_detectors
+    from canaryaudit.pii.sanitize import sanitize_records
+
     records = [d.record() for d in corpus.documents]
     s = params.sanitize
     if not (params.pretrain.sanitize and s.enabled):
@@ -68,6 +69,12 @@ def main(args) -> None:
     if not params.pretrain.enabled:
         write_none(args)
         return
+    # The training stack (torch, transformers, Opacus: ~4 s of imports a process) only when there is a base to
+    # train: with pretrain.source none this stage stays a light process (sweeps and flows run it once per point)
+    from canaryaudit.training.base import pretrain_settings
+    from canaryaudit.training.distributed import close_world, init_world, launched_by_torchrun
+    from canaryaudit.training.loop import resolve_device
+
     settings = pretrain_settings(params.train, params.pretrain)
     if settings.distributed.nproc > 1 and not launched_by_torchrun():
         run_in_processes(settings.distributed.nproc)  # each process runs this script under torchrun
@@ -81,6 +88,14 @@ def main(args) -> None:
 
 def pretrain(args, params: Params, settings, world: World) -> None:
     """Build the public corpus and train the base on it in this process (one of world.size); rank 0 writes."""
+    from canaryaudit.corpus.public import load_public_corpus
+    from canaryaudit.schemas import DOCUMENTS, validate_records
+    from canaryaudit.training.data import file_sha256
+    from canaryaudit.training.distributed import quiet_workers
+    from canaryaudit.training.loop import Trainer
+    from canaryaudit.training.models import count_parameters
+    from canaryaudit.training.pipeline import build_variant_model, model_card, prepare_data, save_trained, train_report
+
     quiet_workers(world)
     corpus = load_public_corpus(params, _texts(args.private), Path(args.params).resolve().parent)
     train_records, valid_records = split_public(sanitized_records(params, corpus), params.pretrain.valid_fraction,

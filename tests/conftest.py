@@ -257,6 +257,28 @@ def dvc(ws: Path, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def run_pipeline_in_process(ws: Path) -> list[str]:
+    """Every stage of ``ws``'s dvc.yaml, upstream first, by the command DVC would run (``python stages/X.py
+    ARGS``, resolved from the params) in this process (``run_stage``): a test of what the stages compute
+    together, without DVC's bookkeeping or a process per stage (the shared pipeline is ``dvc repro``'s test).
+    The stage names, in the order run."""
+    import shlex
+
+    from dvc.repo import Repo
+
+    from canaryaudit.orchestration import list_stages
+
+    with Repo(str(ws)) as repo:
+        commands = {s.name: s.cmd for s in repo.index.stages if getattr(s, "cmd", None)}  # dvc.yaml at the root
+    ran = []
+    for stage in list_stages(ws):
+        python, script, *args = shlex.split(commands[stage.name])
+        assert python == "python" and script.startswith("stages/"), commands[stage.name]
+        run_stage(ws, Path(script).stem, *args, in_process=True)
+        ran.append(stage.name)
+    return ran
+
+
 #: The shared pipeline's gate: the tiny gate plus a utility rule and an empirical-epsilon rule per variant.
 TINY_PIPELINE_RULES = [
     {"check": "test_perplexity_ratio", "variant": "dp", "baseline": "nonprivate", "max": 1.5},

@@ -1,16 +1,17 @@
-"""End to end under a digit-merging byte-level BPE: `dvc repro` to a complete report (issue 12)."""
+"""End to end under a digit-merging byte-level BPE: every stage of dvc.yaml to a complete report (issue 12)."""
 
 import json
 
 import pytest
 
 from canaryaudit.io import read_json
-from tests.conftest import dvc, repo_copy, write_full_params
+from tests.conftest import repo_copy, run_pipeline_in_process, write_full_params
 
-pytestmark = pytest.mark.slow(minutes=1.3)
+pytestmark = pytest.mark.slow(minutes=0.8)
 
 
-def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, tiny_params):
+def test_the_pipeline_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, tiny_params):
+    """dvc.yaml's stages, each by its own command, in this process (DVC's part is the shared pipeline's test)."""
     ws = repo_copy(tmp_path / "repo")
     tiny_params["train"]["tokenizer"] = {"kind": "bpe", "bpe_vocab_size": 1000}
     tiny_params["train"]["epochs"] = 4
@@ -26,7 +27,9 @@ def test_dvc_repro_with_a_bpe_model_gives_exposure_by_every_estimator(tmp_path, 
     tiny_params["gate"]["rules"] = [{"check": "exposure", "variant": "bpe", "insertions": 40, "max": 40.0},
                                     {"check": "extracted_canaries", "variant": "bpe", "max": 10}]
     write_full_params(ws / "params.yaml", tiny_params)
-    dvc(ws, "repro")
+    ran = run_pipeline_in_process(ws)
+    assert ran[0] == "prepare" and ran[-1] == "report" and {"sanitize", "canaries", "pretrain"} <= set(ran)
+    assert {"train@bpe", "exposure@bpe", "extract@bpe", "pii@bpe"} <= set(ran)
 
     exposure = read_json(ws / "reports/exposure/bpe.json")
     merged = False

@@ -3,7 +3,7 @@
 Fast unit tests of ``canaryaudit.orchestration`` first; then flows against
 ``prefect_test_harness``: on a throwaway DVC pipeline of tiny shell stages
 (order, retries, validation failures, two audits at once) and once on the real
-pipeline with tiny params, through the report and the gate verdict.
+pipeline (a copy of the shared tiny pipeline), through the report and the gate verdict.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 
 from canaryaudit import orchestration as orc
 from canaryaudit.errors import CanaryAuditError, ParamsError
-from tests.conftest import REPO, TINY_PARAMS, full_params, repo_workspace
+from tests.conftest import REPO, TINY_PARAMS, full_params, write_full_params
 
 pytestmark = pytest.mark.usefixtures("mlflow_tracking")  # these tests look at what MLflow logged
 
@@ -431,24 +431,13 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
 # ============================================================ the real pipeline, tiny, through the gate
 
 
-def tiny_audit_params() -> dict:
-    """TINY_PARAMS with one variant (its own extract reference, trained from scratch) and a gate with one rule
-    that cannot hold."""
-    import copy
-
-    params = copy.deepcopy(TINY_PARAMS)
-    params["train"]["variants"] = {"nonprivate": {}}
-    params["extract"]["reference_variant"] = "nonprivate"
-    params["exposure"]["references"] = 200
-    params["pretrain"]["source"] = "none"  # the stage still runs (it writes the manifests); no base to train
-    params["train"]["max_steps"] = 3  # the flow's order, states and verdict, not what the model learns
-    params["gate"] = {
-        "rules": [
-            {"name": "np-perplexity", "check": "test_perplexity", "variant": "nonprivate", "max": 0.0},  # cannot hold
-            {"name": "np-extracted", "check": "extracted_canaries", "variant": "nonprivate", "max": 1000},
-        ]
-    }
-    return params
+#: A gate of one rule that cannot hold and one that holds, for the real pipeline's single-variant view
+FAILING_GATE = {
+    "rules": [
+        {"name": "np-perplexity", "check": "test_perplexity", "variant": "nonprivate", "max": 0.0},  # cannot hold
+        {"name": "np-extracted", "check": "extracted_canaries", "variant": "nonprivate", "max": 1000},
+    ]
+}
 
 
 def gate_artifacts(key: str) -> list:
@@ -459,20 +448,29 @@ def gate_artifacts(key: str) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
 
-@pytest.mark.slow(minutes=1.5)
-def test_full_tiny_audit_flow_reports_and_gates(tmp_path, harness):
+@pytest.mark.slow
+def test_audit_flow_on_the_real_pipeline_reruns_what_changed_and_gates(tiny_pipeline, tmp_path, harness):
+    """The flow over the real dvc.yaml, in a copy of the audited tiny pipeline whose gate rules changed: one task
+    per stage in DVC's order, DVC reruns the report alone (what each stage computes and logs when it runs is the
+    shared pipeline's test), the verdict, its artifact and tags, the report's numbers in the flow's MLflow run."""
+    import copy
+
     from mlflow.tracking import MlflowClient
 
     from canaryaudit import tracking
     from canaryaudit.flows import GATE_ARTIFACT_KEY, audit
 
-    ws = repo_workspace(tmp_path / "repo", tiny_audit_params())
+    ws = tiny_pipeline.copy_to(tmp_path / "repo")
+    params = tiny_pipeline.fresh_params()
+    params["gate"] = copy.deepcopy(FAILING_GATE)
+    write_full_params(ws / "params.yaml", params)
     expected = [s.name for s in orc.list_stages(ws)]
-    assert expected[-1] == "report" and {"extract@nonprivate", "exposure@nonprivate"} <= set(expected)
+    assert expected[0] == "prepare" and expected[-1] == "report"
+    assert {"train@dp", "exposure@nonprivate", "extract@dp", "pii@nonprivate"} <= set(expected)
 
     result = audit(workspace=str(ws), fail_on_gate=False, default_retries=0)
     assert [s["stage"] for s in result["stages"]] == expected
-    assert all(s["status"] == "ran" for s in result["stages"])
+    assert [s["status"] for s in result["stages"]] == ["up-to-date"] * (len(expected) - 1) + ["ran"]  # the gate changed
     runs = task_runs(result["flow_run_id"])
     assert {n for n in runs if not n.startswith("params-check")} == set(expected)
     assert all(len(v) == 1 and v[0].state.is_completed() for v in runs.values())  # one task run per stage
@@ -489,7 +487,8 @@ def test_full_tiny_audit_flow_reports_and_gates(tmp_path, harness):
     client = MlflowClient(tracking.tracking_uri(ws))
     run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["prefect.flow_run_id"] == result["flow_run_id"] and run.data.tags["canaryaudit.gate"] == "failed"
-    assert "canaries.canaries" in run.data.metrics  # the stages logged into the flow's MLflow run
+    summary = json.loads((ws / "reports" / "summary.json").read_text())
+    assert run.data.metrics["variant.dp.epsilon"] == summary["variants"]["dp"]["epsilon"]  # the report logged here
     assert "gate:failed" in flow_run(result["flow_run_id"]).tags
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import csv
+import shutil
 
 import pytest
 
 from canaryaudit.errors import CanaryAuditError, RegistryError
-from tests.conftest import TINY_PARAMS, repo_workspace
+from canaryaudit.io import read_json
+from tests.conftest import TINY_PARAMS, repo_workspace, run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +20,7 @@ def _rows(ws, name: str) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow(minutes=1.8)
-def test_two_points_run_on_dask_workers_and_match_the_threaded_sweep(tmp_path, harness, monkeypatch):
+def test_two_points_run_on_dask_workers_and_match_a_local_run(tmp_path, harness, monkeypatch):
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
 
@@ -41,13 +43,19 @@ def test_two_points_run_on_dask_workers_and_match_the_threaded_sweep(tmp_path, h
     ran_on = [p["worker"] for p in on_dask["points"]]
     assert set(ran_on) <= workers, (ran_on, workers)  # each point ran on a worker of the cluster
 
-    # The second point again in this process's threads, without the shared DVC cache: computed again, not
-    # restored from what the Dask workers wrote
-    threaded = sweep(name="threads", share_cache=False, **{**common, "grid": {"train.seed": [1]}})
-    assert all(not p["worker"].startswith("tcp://") for p in threaded["points"])
-    dask_rows, [thread_row] = _rows(ws, "dask"), _rows(ws, "threads")
-    assert [r["train.seed"] for r in dask_rows] == ["0", "1"] and thread_row["train.seed"] == "1"
-    assert float(dask_rows[1]["test_perplexity"]) == float(thread_row["test_perplexity"]) > 1  # deterministic CPU
+    # The second point's training again in this process, on a copy of its workspace without its model and
+    # report: computed again (not restored from the DVC cache the workers filled), the same numbers
+    # (the threaded sweep itself is test_sweep.py's)
+    [second] = [p for p in on_dask["points"] if p["point"] == "p01"]
+    again = shutil.copytree(second["workspace"], tmp_path / "again", symlinks=True,
+                            ignore=shutil.ignore_patterns("nonprivate", "nonprivate.json", "nonprivate_loss.csv"))
+    assert not (again / "models" / "nonprivate").exists() and (again / "data" / "augmented" / "train.jsonl").exists()
+    run_stage(again, "train", "--variant", "nonprivate", "--base", "models/pretrain", "--out", "models/nonprivate",
+              "--report", "reports/train/nonprivate.json", "--plot", "reports/train/nonprivate_loss.csv")
+    here = read_json(again / "reports" / "train" / "nonprivate.json")
+    dask_rows = _rows(ws, "dask")
+    assert [r["train.seed"] for r in dask_rows] == ["0", "1"]
+    assert float(dask_rows[1]["test_perplexity"]) == here["test_perplexity"] > 1  # deterministic CPU
     assert dask_rows[0]["test_perplexity"] != dask_rows[1]["test_perplexity"]  # the seeds differ
 
 
