@@ -356,19 +356,25 @@ def _xdist_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist (``--dist loadgroup``) and order them: the shared pipeline first, then
-    the slow tests, longest first (``@pytest.mark.slow(minutes=M)``: the time on one core of 2), so that the
+    """Group tests for pytest-xdist (``--dist loadgroup``) and order the groups longest first, so that the
     workers share the long ones instead of one finishing them alone at the end (``--no-loadscope-reorder``
-    keeps this order)."""
+    keeps this order): the shared pipeline's users, the flows, the slow tests by their minutes hint
+    (``@pytest.mark.slow(minutes=M)``: the time on one core of 2), the other module groups, the rest.
+
+    xdist hands each worker two units at the start (a group is one unit), so the two largest groups come
+    first, one for each worker; the third then queues behind the first."""
     for item in items:
         group = _xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item: pytest.Item) -> tuple[int, float]:
-        if "tiny_pipeline" in item.fixturenames:
-            return 0, 0.0
+        group = _xdist_group(item)
+        if group in ("tiny_pipeline", "prefect"):
+            return (0, 0.0) if group == "tiny_pipeline" else (1, 0.0)
         slow = item.get_closest_marker("slow")
-        return (1, -slow.kwargs.get("minutes", 1.0)) if slow is not None else (2, 0.0)  # longest first
+        if slow is not None:
+            return 2, -slow.kwargs.get("minutes", 1.0)  # longest first
+        return (3, 0.0) if group is not None else (4, 0.0)  # a module's expensive fixture: built early
 
     items.sort(key=rank)  # stable: each part keeps the collection order

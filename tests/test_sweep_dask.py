@@ -19,7 +19,7 @@ def _rows(ws, name: str) -> list[dict[str, str]]:
     return list(csv.DictReader((ws / "reports" / "sweeps" / name / "comparison.csv").open()))
 
 
-@pytest.mark.slow(minutes=1.8)
+@pytest.mark.slow(minutes=1.0)
 def test_two_points_run_on_dask_workers_and_match_a_local_run(tmp_path, harness, monkeypatch):
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
