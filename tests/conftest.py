@@ -1,5 +1,5 @@
 """Shared fixtures: tiny params, an isolated MLflow store, one Prefect server and one tiny audited
-pipeline per test run (per xdist worker: its users are kept on one worker by an ``xdist_group``)."""
+pipeline per test run (per xdist worker: their users are kept on one worker by an ``xdist_group``)."""
 
 from __future__ import annotations
 
@@ -337,16 +337,16 @@ def harness():
 
 #: Module fixtures that are cheap to build again on another worker (no test grouping for them).
 CHEAP_MODULE_FIXTURES = {"one_torch_thread"}
+#: The xdist group of the shared pipeline's users and the flows (a flow test runs over a copy of the pipeline).
+PIPELINE_GROUP = "pipeline_and_flows"
 
 
 def _xdist_group(item: pytest.Item) -> str | None:
-    """The shared pipeline's users together (it is built once per worker that runs one), the flows together
-    (one Prefect server), each module with an expensive module fixture (a trained model, a brute force) on
-    one worker, so that each is built once."""
-    if "tiny_pipeline" in item.fixturenames:
-        return "tiny_pipeline"
-    if "harness" in item.fixturenames:
-        return "prefect"  # one Prefect server for the run's flows
+    """The shared pipeline's users and the flows together (the pipeline and a Prefect server are built once
+    per worker that needs them), each module with an expensive module fixture (a trained model, a brute
+    force) on one worker, so that each is built once."""
+    if "tiny_pipeline" in item.fixturenames or "harness" in item.fixturenames:
+        return PIPELINE_GROUP
     fixtures = getattr(item, "_fixtureinfo", None)  # the item's fixture definitions (pytest has no public accessor)
     for defs in (fixtures.name2fixturedefs.values() if fixtures else ()):
         if any(d.scope == "module" and d.argname not in CHEAP_MODULE_FIXTURES for d in defs):
@@ -356,13 +356,13 @@ def _xdist_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist (``--dist loadgroup``) and order the groups longest first, so that the
+    """Group tests for pytest-xdist (``--dist loadgroup``) and order the units longest first, so that the
     workers share the long ones instead of one finishing them alone at the end (``--no-loadscope-reorder``
-    keeps this order): the shared pipeline's users, the flows, the slow tests by their minutes hint
+    keeps this order): the pipeline-and-flows group, the slow tests by their minutes hint
     (``@pytest.mark.slow(minutes=M)``: the time on one core of 2), the other module groups, the rest.
 
-    xdist hands each worker two units at the start (a group is one unit), so the two largest groups come
-    first, one for each worker; the third then queues behind the first."""
+    xdist hands each worker two units at the start (a group is one unit): the largest group goes to one
+    worker, the longest single test to the other."""
     for item in items:
         group = _xdist_group(item)
         if group is not None:
@@ -370,11 +370,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def rank(item: pytest.Item) -> tuple[int, float]:
         group = _xdist_group(item)
-        if group in ("tiny_pipeline", "prefect"):
-            return (0, 0.0) if group == "tiny_pipeline" else (1, 0.0)
+        if group == PIPELINE_GROUP:
+            return 0, 0.0
         slow = item.get_closest_marker("slow")
         if slow is not None:
-            return 2, -slow.kwargs.get("minutes", 1.0)  # longest first
-        return (3, 0.0) if group is not None else (4, 0.0)  # a module's expensive fixture: built early
+            return 1, -slow.kwargs.get("minutes", 1.0)  # longest first
+        return (2, 0.0) if group is not None else (3, 0.0)  # a module's expensive fixture: built early
 
     items.sort(key=rank)  # stable: each part keeps the collection order

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from canaryaudit.io import read_jsonl
-from tests.conftest import TINY_PIPELINE_RULES, dvc, git, write_params
+from tests.conftest import PIPELINE_GROUP, TINY_PIPELINE_RULES, dvc, git, write_params
 
 pytestmark = pytest.mark.slow  # (the shared pipeline logs to its own MLflow store)
 
@@ -70,7 +70,7 @@ def test_dvc_repro_then_nothing_to_do_then_only_changed_stage(tiny_pipeline, tmp
     assert "Running stage" not in second
 
     # What one changed section reruns, by DVC's plan (--dry: the stages whose own dependencies changed; the
-    # experiment above ran such a plan for real, the stages downstream of train@dp included)
+    # experiment above ran such a plan for real, the stages downstream of the exposure stages included)
     dry = _dry_run_with(ws, "canaries.seed", 4)  # only the canaries stage reads this section
     assert "Running stage 'canaries'" in dry
     assert "Running stage 'prepare'" not in dry and "Running stage 'sanitize'" not in dry
@@ -114,7 +114,7 @@ def test_canaryaudit_audit_runs_pipeline_under_one_finished_mlflow_run(tiny_pipe
     from mlflow.tracking import MlflowClient
 
     if getattr(request.config.option, "loadgroup", False):  # a pytest-xdist worker: the pipeline's users are one
-        assert request.node.nodeid.endswith("@tiny_pipeline"), request.node.nodeid  # group, built once
+        assert request.node.nodeid.endswith(f"@{PIPELINE_GROUP}"), request.node.nodeid  # group, built once
 
     ws, proc, uri = tiny_pipeline.root, tiny_pipeline.audit, tiny_pipeline.mlflow_uri
     gate = json.loads((ws / "reports/gate.json").read_text())
@@ -183,23 +183,25 @@ def _comparison_loop(ws: Path, summary: dict) -> None:
     assert "reports/train/dp.json" not in tracked and "reports/index.html" not in tracked  # DVC-cached
     git(ws, "commit", "-q", "-m", "audit")
 
-    out = dvc(ws, "exp", "run", "-S", "train.variants.dp.dp.noise_multiplier=2.0")
-    assert "Running stage 'train@dp'" in out and "Running stage 'exposure@dp'" in out  # and what depends on it
-    assert "Running stage 'train@nonprivate'" not in out and "Running stage 'exposure@nonprivate'" not in out
+    # An audit setting (the exposure estimators' reference candidates): the exposure stages and the report
+    # rerun, no model is retrained (a DP setting's plan is checked below by --dry)
+    out = dvc(ws, "exp", "run", "-S", "exposure.references=400")
+    assert all(f"Running stage 'exposure@{v}'" in out for v in summary["variants"]) and "Running stage 'report'" in out
+    assert "Running stage 'train@" not in out and "Running stage 'extract@" not in out
     rows = json.loads(dvc(ws, "exp", "show", "--json"))
     experiments = [exp for row in rows for exp in (row.get("experiments") or [])]
     assert len(experiments) == 1
     headline = {}
     for rev in (rows[-1], experiments[0]["revs"][0]):  # HEAD (the committed audit) and the experiment
         data = rev["data"]["metrics"]["reports/summary.json"]["data"]
-        headline[rev["data"].get("name") or rev["data"]["rev"]] = data["variants"]["dp"]["epsilon"]
-    assert summary["variants"]["dp"]["epsilon"] in headline.values()
-    assert len(set(headline.values())) == 2  # twice the noise: another epsilon
+        headline[rev["data"].get("name") or rev["data"]["rev"]] = data["variants"]["dp"]["max_exposure_bits"]["x5"]
+    assert summary["variants"]["dp"]["max_exposure_bits"]["x5"] in headline.values()
+    assert len(set(headline.values())) == 2  # other references: other exposure estimates
 
     diff = json.loads(dvc(ws, "metrics", "diff", "--json"))
     changed = diff["reports/summary.json"]  # `dvc metrics diff --json`: {path: {metric: {old, new, diff}}}
-    assert changed["variants.dp.epsilon"]["old"] == summary["variants"]["dp"]["epsilon"]
-    assert "variants.nonprivate.test_perplexity" not in changed  # not retrained
+    assert changed["variants.dp.max_exposure_bits.x5"]["old"] == summary["variants"]["dp"]["max_exposure_bits"]["x5"]
+    assert "variants.nonprivate.test_perplexity" not in changed and "variants.dp.epsilon" not in changed  # not retrained
     page = Path(dvc(ws, "plots", "diff", "--out", "plots_diff").strip().splitlines()[-1].removeprefix("file://"))
     html = page.read_text(encoding="utf-8")
     assert "<script src" not in html and "window.vegaEmbed" in html and html.count("vegaEmbed('#") >= 3
