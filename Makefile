@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/exposure_speed.py  # needs models/nonprivate: run `make audit` first
 	$(BIN)/python benchmarks/extract_speed.py
 	$(BIN)/python benchmarks/pii_attack_speed.py  # needs models/nonprivate and data/raw: run `make audit` first
+	$(BIN)/python benchmarks/stage_startup.py
 
 clean:
 	rm -rf data reports/*.json .canaryaudit

@@ -43,9 +43,9 @@ def test_two_points_run_on_dask_workers_and_match_a_local_run(tmp_path, harness,
     ran_on = [p["worker"] for p in on_dask["points"]]
     assert set(ran_on) <= workers, (ran_on, workers)  # each point ran on a worker of the cluster
 
-    # The second point's training again in this process, on a copy of its workspace without its model and
-    # report: computed again (not restored from the DVC cache the workers filled), the same numbers
-    # (the threaded sweep itself is test_sweep.py's)
+    # The second point's training again in this process, on a copy of its workspace without its model, report
+    # or checkpoint (every entry named after the variant): computed again, not restored from the DVC cache the
+    # workers filled; the same numbers (the threaded sweep itself is test_sweep.py's)
     [second] = [p for p in on_dask["points"] if p["point"] == "p01"]
     again = shutil.copytree(second["workspace"], tmp_path / "again", symlinks=True,
                             ignore=shutil.ignore_patterns("nonprivate", "nonprivate.json", "nonprivate_loss.csv"))
