@@ -361,8 +361,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keeps this order): the pipeline-and-flows group, the slow tests by their minutes hint
     (``@pytest.mark.slow(minutes=M)``: the time on one core of 2), the other module groups, the rest.
 
-    xdist hands each worker two units at the start (a group is one unit): the largest group goes to one
-    worker, the longest single test to the other."""
+    xdist gives each worker one unit at the start (a group is one unit) and another whenever at most two of
+    its tests are left: the largest group goes to one worker, the longest single test to the other."""
     for item in items:
         group = _xdist_group(item)
         if group is not None:
