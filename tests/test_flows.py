@@ -432,7 +432,7 @@ def test_schedule_builds_a_cron_deployment_and_requires_a_server(tmp_path, harne
 # ============================================================ the real pipeline, tiny, through the gate
 
 
-#: A gate of one rule that cannot hold and one that holds, for the real pipeline's single-variant view
+#: A gate of two rules on the nonprivate variant: one that cannot hold (it fails the gate), one that holds
 FAILING_GATE = {
     "rules": [
         {"name": "np-perplexity", "check": "test_perplexity", "variant": "nonprivate", "max": 0.0},  # cannot hold

@@ -152,8 +152,9 @@ def test_sweep_of_two_tiny_points_logs_their_runs_and_writes_the_comparison(tmp_
     params["train"]["max_steps"] = 3
     params["pretrain"]["source"] = "none"  # the points train from scratch: no base model per width to train first
     ws = repo_workspace(tmp_path / "repo", params)
-    grid = {"train.batch_size": [8], "train.model.width": [16, 32]}  # two keys, two points (the grid's product
-    state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2", return_state=True)  # order: above)
+    # Two keys, two points: the product order of a larger grid is test_parse_grid's
+    grid = {"train.batch_size": [8], "train.model.width": [16, 32]}
+    state = sweep(grid=grid, workspace=str(ws), targets=["train@dp"], name="t2", return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
     result = state.result()
 
